@@ -1,0 +1,47 @@
+"""Async and sync client for the r9s Manager API usage endpoint.
+
+Long ranges are fetched as UTC-day windows, concurrently, and merged exactly: the result equals
+what one unsplit call would answer, whichever way the server treats ``end_time``.
+"""
+
+from ._async_client import AsyncClient
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    ConfigurationError,
+    MalformedResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    R9sError,
+    RateLimitError,
+    ServerError,
+)
+from ._models import Balance, UsageRecord, UsageReport
+from ._sync_client import Client
+from ._version import __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AsyncClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "Balance",
+    "Client",
+    "ClientClosedError",
+    "ConfigurationError",
+    "MalformedResponseError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "R9sError",
+    "RateLimitError",
+    "ServerError",
+    "UsageRecord",
+    "UsageReport",
+    "__version__",
+]

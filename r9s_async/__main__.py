@@ -1,0 +1,7 @@
+"""``python -m r9s_async`` runs the ``r9s-usage`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

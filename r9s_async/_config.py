@@ -1,0 +1,176 @@
+"""Client configuration: the API key as a redacted secret, the base URL, argument checks."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterator, Mapping
+from typing import NoReturn
+
+from yarl import URL
+
+from ._exceptions import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ApiKey",
+    "AuthHeaders",
+    "check_user_id",
+    "resolve_api_key",
+    "resolve_base_url",
+]
+
+DEFAULT_BASE_URL = "https://portal-api.r9s.ai/api/v1/portal/management"
+_REDACTED = "[redacted]"
+
+
+class ApiKey:
+    """Holds the management key; nothing about it is ever shown.
+
+    ``repr``/``str`` are redacted, it cannot be pickled, and :meth:`redact` scrubs the key out of
+    any text (for example a server message that echoes it) before that text reaches an exception.
+    """
+
+    __slots__ = ("__value",)
+
+    def __init__(self, value: str) -> None:
+        self.__value = value
+
+    def __repr__(self) -> str:
+        return f"ApiKey({_REDACTED})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("the API key cannot be pickled")
+
+    def redact(self, text: str) -> str:
+        """``text`` with every occurrence of the key replaced by ``[redacted]``."""
+        return text.replace(self.__value, _REDACTED) if self.__value in text else text
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header value. Call it only where aiohttp needs it."""
+        return "Bearer " + self.__value
+
+
+class AuthHeaders(Mapping[str, str]):
+    """A read-only header mapping that renders the key only when aiohttp copies it.
+
+    Our own frames hold this object, never the header string, so a traceback's locals (as
+    captured by error reporters) cannot show the key.
+    """
+
+    __slots__ = ("_key", "_static")
+
+    def __init__(self, key: ApiKey, static: Mapping[str, str]) -> None:
+        self._key = key
+        self._static = dict(static)
+
+    def __getitem__(self, name: str) -> str:
+        if name == "Authorization":
+            return self._key.authorization()
+        return self._static[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield "Authorization"
+        yield from self._static
+
+    def __len__(self) -> int:
+        return 1 + len(self._static)
+
+    def __repr__(self) -> str:
+        shown = {**self._static, "Authorization": "Bearer " + _REDACTED}
+        return f"AuthHeaders({shown!r})"
+
+
+def resolve_api_key(api_key: str | None) -> ApiKey:
+    """The key from the argument or ``R9S_API_KEY``, checked without ever echoing it.
+
+    Raises:
+        ConfigurationError: No key, or a key with whitespace, control or non-ASCII characters.
+        TypeError: ``api_key`` is not a string.
+    """
+    if api_key is None:
+        api_key = os.environ.get("R9S_API_KEY")
+        source = "R9S_API_KEY"
+        if not api_key:
+            raise ConfigurationError(
+                "no API key: pass api_key=... or set the R9S_API_KEY environment variable"
+            )
+    else:
+        source = "api_key"
+        if not isinstance(api_key, str):
+            raise TypeError(f"api_key must be a str, not {type(api_key).__name__}")
+        if not api_key:
+            raise ConfigurationError("api_key is empty")
+    if not api_key.isascii() or not api_key.isprintable() or any(c.isspace() for c in api_key):
+        raise ConfigurationError(
+            f"the API key from {source} contains whitespace, control or non-ASCII characters; "
+            "copy it again (the key is not shown here)"
+        )
+    return ApiKey(api_key)
+
+
+def resolve_base_url(base_url: str | None) -> URL:
+    """The base URL from the argument, ``R9S_BASE_URL`` or the default, checked.
+
+    Raises:
+        ValueError: Not an absolute ``https://`` URL (``http://`` is allowed for loopback hosts),
+            or it carries credentials, a query or a fragment.
+    """
+    text = base_url if base_url is not None else os.environ.get("R9S_BASE_URL") or DEFAULT_BASE_URL
+    if not isinstance(text, str):
+        raise TypeError(f"base_url must be a str, not {type(text).__name__}")
+    try:
+        url = URL(text)
+    except ValueError as exc:
+        raise ValueError(f"base_url is not a valid URL: {exc}") from None
+    if not url.is_absolute() or not url.host:
+        raise ValueError(f"base_url must be an absolute URL, got {text!r}")
+    if url.user is not None or url.password is not None:
+        raise ValueError("base_url must not carry credentials; use api_key")
+    if url.query_string or url.fragment:
+        raise ValueError("base_url must not have a query or a fragment")
+    if url.scheme == "http":
+        if not _is_loopback(url.host):
+            raise ValueError(
+                f"refusing http:// to non-loopback host {url.host!r}: the key would travel in "
+                "clear text; use https://"
+            )
+    elif url.scheme != "https":
+        raise ValueError(f"base_url must use https://, got {url.scheme!r}")
+    return url.with_path(url.path.rstrip("/"))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_user_id(user_id: object) -> str | None:
+    """``user_id`` as the query string value, or ``None``.
+
+    Raises:
+        TypeError: Not ``None``, ``str`` or ``int``.
+        ValueError: Empty, or containing whitespace or control characters.
+    """
+    if user_id is None:
+        return None
+    if isinstance(user_id, bool) or not isinstance(user_id, str | int):
+        raise TypeError(f"user_id must be a str or int, not {type(user_id).__name__}")
+    text = str(user_id)
+    if not text or not text.isprintable() or any(c.isspace() for c in text):
+        raise ValueError("user_id must be non-empty, without whitespace or control characters")
+    return text
+
+
+def check_positive(name: str, value: object, *, allow_zero: bool = False) -> None:
+    """Reject non-numbers, booleans, NaN and (non-)positive values for settings."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if value != value or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")

@@ -1,0 +1,159 @@
+"""Turning one HTTP answer (status, headers, body bytes) into data or a typed error. No I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from attrs import frozen
+
+from ._converter import Meta, SchemaError, UsagePayload, structure
+from ._exceptions import APIError, MalformedResponseError, api_error_class
+from ._models import Balance
+from ._retry import parse_retry_after
+
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "Redact",
+    "UsageAnswer",
+    "decode_balance",
+    "decode_usage",
+    "is_retryable",
+]
+
+Redact = Callable[[str], str]
+"""Removes secrets from text the server sent before it reaches an exception."""
+
+_SUCCESS_CODES = frozenset({0, 200})
+_SNIPPET = 120
+_NOT_JSON: Any = object()
+
+
+@frozen
+class UsageAnswer:
+    """A decoded, schema-checked usage answer for one window."""
+
+    payload: UsagePayload
+    request_id: str
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(body: bytes) -> Any:
+    return json.loads(body, parse_constant=_no_constants)
+
+
+def _reason(status: int, body: bytes, redact: Redact) -> str:
+    text = body[:_SNIPPET].decode("utf-8", "replace").strip()
+    if not text:
+        return "empty body"
+    first_line = " ".join(text.split())
+    return redact(f"non-JSON body: {first_line!r}")
+
+
+def _check(status: int, headers: Mapping[str, str], body: bytes, redact: Redact) -> tuple[Any, str]:
+    """Raise for any error answer; return ``(data, request_id)`` for a success envelope."""
+    try:
+        document = _loads(body)
+    except (ValueError, UnicodeDecodeError):
+        document = _NOT_JSON
+    meta_value = document.get("meta") if type(document) is dict else None
+    meta: Meta | None = None
+    meta_problem = "missing field @ $.meta"
+    if meta_value is not None:
+        try:
+            meta = structure(meta_value, Meta, "$.meta")
+        except SchemaError as exc:
+            meta_problem = str(exc)
+    request_id = meta.request_id if meta else _loose_request_id(meta_value)
+
+    if not 200 <= status <= 299:
+        if meta is not None:
+            message = redact(meta.message) or f"HTTP {status}"
+            code: int | None = meta.code
+        else:
+            message = _reason(status, body, redact) if document is _NOT_JSON else "error"
+            code = None
+        raise api_error_class(status)(
+            message,
+            status=status,
+            code=code,
+            request_id=request_id,
+            retry_after=parse_retry_after(headers.get("Retry-After")),
+        )
+    if document is _NOT_JSON:
+        raise MalformedResponseError(_reason(status, body, redact), status=status)
+    if type(document) is not dict or "meta" not in document:
+        raise MalformedResponseError("not the {meta, data} envelope", status=status)
+    if meta is None:
+        raise MalformedResponseError(redact(meta_problem), status=status, request_id=request_id)
+    if meta.code not in _SUCCESS_CODES:
+        raise api_error_class(meta.code)(
+            redact(meta.message) or f"meta.code {meta.code}",
+            status=status,
+            code=meta.code,
+            request_id=request_id,
+            retry_after=parse_retry_after(headers.get("Retry-After")),
+        )
+    if "data" not in document:
+        raise MalformedResponseError("missing field @ $.data", status=status, request_id=request_id)
+    return document["data"], meta.request_id
+
+
+def _loose_request_id(meta: Any) -> str | None:
+    if type(meta) is dict:
+        value = meta.get("request_id")
+        if type(value) is str:
+            return value
+    return None
+
+
+def decode_usage(
+    status: int, headers: Mapping[str, str], body: bytes, redact: Redact
+) -> UsageAnswer:
+    """Decode a ``/usage`` answer.
+
+    Raises:
+        APIError: An error status, or a success status whose ``meta.code`` is neither 0 nor 200.
+        MalformedResponseError: Not JSON, not the envelope, or not the schema.
+    """
+    data, request_id = _check(status, headers, body, redact)
+    try:
+        payload = structure(data, UsagePayload, "$.data")
+    except SchemaError as exc:
+        raise MalformedResponseError(
+            redact(str(exc)), status=status, request_id=request_id
+        ) from None
+    return UsageAnswer(payload, request_id)
+
+
+def decode_balance(status: int, headers: Mapping[str, str], body: bytes, redact: Redact) -> Balance:
+    """Decode a ``/balance`` answer; see :func:`decode_usage` for the errors."""
+    data, request_id = _check(status, headers, body, redact)
+    try:
+        balance = structure(data, Balance, "$.data")
+    except SchemaError as exc:
+        raise MalformedResponseError(
+            redact(str(exc)), status=status, request_id=request_id
+        ) from None
+    return Balance(
+        balance=balance.balance,
+        currency_code=balance.currency_code,
+        coupon_balance=balance.coupon_balance,
+        credit_limit=balance.credit_limit,
+        total_coupon_amount=balance.total_coupon_amount,
+        request_id=request_id,
+    )
+
+
+def is_retryable(error: APIError) -> bool:
+    """Whether an API error is worth another attempt (transient by its status or code)."""
+    return error.status in RETRYABLE_STATUSES or (
+        200 <= error.status <= 299 and error.code in RETRYABLE_STATUSES
+    )
+
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

@@ -1,0 +1,106 @@
+"""The data users get back: small attrs classes with no knowledge of JSON."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from attrs import field, frozen
+
+__all__ = ["Balance", "UsageRecord", "UsageReport"]
+
+_DAY = 86_400
+
+
+@frozen
+class UsageRecord:
+    """One usage record as the API reports it.
+
+    Attributes:
+        timestamp: Unix seconds (UTC).
+        tokens: Tokens used.
+        model: Model name, for example ``"gpt-4o-mini"``.
+    """
+
+    timestamp: int
+    tokens: int
+    model: str
+
+    @property
+    def datetime(self) -> datetime:
+        """The timestamp as a timezone-aware UTC :class:`~datetime.datetime`."""
+        return datetime.fromtimestamp(self.timestamp, tz=UTC)
+
+
+@frozen
+class UsageReport:
+    """Usage for the closed range ``[start, end]`` (or one window of it).
+
+    ``records`` are in timestamp order, the server's order kept within a timestamp.
+    Identical records are distinct usage and are all kept.
+
+    Attributes:
+        records: The usage records.
+        total_tokens: The sum of ``records[].tokens``.
+        start: First second of the range, Unix seconds.
+        end: ``end_time`` as asked, Unix seconds.
+        request_ids: The ``meta.request_id`` of every answer the report was built from.
+    """
+
+    records: list[UsageRecord]
+    total_tokens: int
+    start: int
+    end: int
+    request_ids: tuple[str, ...] = field(default=(), kw_only=True)
+
+    def tokens_by_model(self) -> dict[str, int]:
+        """Tokens per model, largest first."""
+        totals: Counter[str] = Counter()
+        for record in self.records:
+            totals[record.model] += record.tokens
+        return dict(totals.most_common())
+
+    def tokens_by_day(self) -> dict[date, int]:
+        """Tokens per UTC day, in day order."""
+        totals: dict[date, int] = {}
+        for record in self.records:
+            day = _utc_day(record.timestamp)
+            totals[day] = totals.get(day, 0) + record.tokens
+        return totals
+
+    def tokens_by_day_and_model(self) -> dict[tuple[date, str], int]:
+        """Tokens per (UTC day, model), in day order then model order."""
+        totals: dict[tuple[date, str], int] = {}
+        for record in self.records:
+            key = (_utc_day(record.timestamp), record.model)
+            totals[key] = totals.get(key, 0) + record.tokens
+        return dict(sorted(totals.items()))
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _utc_day(timestamp: int) -> date:
+    return date.fromordinal(_EPOCH_ORDINAL + timestamp // _DAY)
+
+
+@frozen
+class Balance:
+    """The account balance. Amounts are exact :class:`~decimal.Decimal` values.
+
+    Attributes:
+        balance: The balance, taken from ``balance_str`` when the API sends it.
+        currency_code: ISO currency code, for example ``"USD"``.
+        coupon_balance: Remaining coupon credit.
+        credit_limit: Credit limit.
+        total_coupon_amount: Coupon credit granted in total.
+        request_id: ``meta.request_id`` of the answer.
+    """
+
+    balance: Decimal
+    currency_code: str
+    coupon_balance: Decimal
+    credit_limit: Decimal
+    total_coupon_amount: Decimal
+    request_id: str | None = None

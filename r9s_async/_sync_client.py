@@ -1,0 +1,211 @@
+"""``Client``: the blocking facade. One private event loop thread per client runs an
+``AsyncClient``, so connections are pooled across calls and threads."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import weakref
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import aiohttp
+
+from ._async_client import AsyncClient
+from ._exceptions import ClientClosedError
+from ._models import Balance, UsageReport
+from ._times import TimeLike
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread, until :meth:`stop`."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            if threading.current_thread() is not self._thread:
+                self._thread.join()
+
+
+class Client:
+    """Blocking client with the same constructor, methods, results and errors as
+    :class:`AsyncClient`.
+
+    Safe to share between threads, and usable from inside ``asgiref.sync.sync_to_async``.
+    Calling it from a thread whose event loop is running raises :class:`RuntimeError`: use
+    :class:`AsyncClient` and ``await`` there. ``session`` must be ``None``: an aiohttp
+    session belongs to the loop that made it, and this client runs its own loop.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        max_concurrency: int = 8,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        if session is not None:
+            raise TypeError(
+                "Client runs its own event loop and cannot borrow an aiohttp session "
+                "(a session belongs to the loop that made it); use AsyncClient(session=...)"
+            )
+        self._async = AsyncClient(
+            api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_concurrency=max_concurrency,
+        )
+        self._lock = threading.Lock()
+        self._runner: _LoopThread | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return "Client" + repr(self._async).removeprefix("AsyncClient")
+
+    @property
+    def base_url(self) -> str:
+        """The API root this client talks to."""
+        return self._async.base_url
+
+    def __enter__(self) -> Self:
+        if self._closed:
+            raise ClientClosedError("this client is closed; create a new one")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections and stop the client's loop thread. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            runner, self._runner = self._runner, None
+        if runner is None:
+            self._async._mark_closed()
+            return
+        _shutdown(runner, self._async)
+
+    def usage(
+        self, start: TimeLike, end: TimeLike, *, user_id: str | int | None = None
+    ) -> UsageReport:
+        """Blocking :meth:`AsyncClient.usage`."""
+        return self._call(self._async.usage(start, end, user_id=user_id))
+
+    def iter_usage(
+        self, start: TimeLike, end: TimeLike, *, user_id: str | int | None = None
+    ) -> Iterator[UsageReport]:
+        """Blocking :meth:`AsyncClient.iter_usage`: an iterator of per-window reports.
+
+        Arguments are checked at once. Close the iterator (or finish it) to stop the fetches
+        still in flight; garbage collection does it too.
+        """
+        self._check_thread()
+        windows = self._async.iter_usage(start, end, user_id=user_id)
+        return self._iterate(windows)
+
+    def balance(self) -> Balance:
+        """Blocking :meth:`AsyncClient.balance`."""
+        return self._call(self._async.balance())
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _iterate(self, windows: AsyncIterator[UsageReport]) -> Iterator[UsageReport]:
+        finished = False
+        try:
+            while True:
+                try:
+                    window = self._call(_next(windows))
+                except StopAsyncIteration:
+                    finished = True
+                    return
+                yield window
+        finally:
+            if not finished and not self._closed:
+                aclose = getattr(windows, "aclose", None)
+                if aclose is not None:
+                    self._call(aclose())
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            self._check_thread()
+            runner = self._ensure_runner()
+        except BaseException:
+            coro.close()
+            raise
+        future = runner.submit(coro)
+        try:
+            return future.result()
+        except BaseException:
+            # KeyboardInterrupt or our error: stop the work on the loop, leave nothing running.
+            future.cancel()
+            raise
+
+    def _check_thread(self) -> None:
+        if not _no_running_loop():
+            raise RuntimeError(
+                "r9s_async.Client was called from a thread whose event loop is running; "
+                "blocking here would freeze that loop. Use r9s_async.AsyncClient with await."
+            )
+
+    def _ensure_runner(self) -> _LoopThread:
+        with self._lock:
+            if self._closed:
+                raise ClientClosedError("this client is closed; create a new one")
+            if self._runner is None:
+                self._runner = _LoopThread(f"r9s_async.Client-{id(self):x}")
+                # A forgotten close() still closes the connections, at GC or at exit.
+                weakref.finalize(self, _shutdown, self._runner, self._async)
+            return self._runner
+
+
+async def _next(windows: AsyncIterator[UsageReport]) -> UsageReport:
+    return await anext(windows)
+
+
+def _shutdown(runner: _LoopThread, client: AsyncClient) -> None:
+    try:
+        if runner.loop.is_running():
+            runner.submit(client.aclose()).result(timeout=10)
+    finally:
+        runner.stop()
+
+
+def _no_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False

@@ -1,0 +1,102 @@
+"""Window planning and exact merging: pure functions over plain data.
+
+The server's ``end_time`` may be inclusive or exclusive, and daily records sit exactly on
+UTC midnights. Each window therefore *owns* the half-open span ``[start, end)`` (the last
+window also owns ``end`` itself) and keeps only the records it owns. A record on a split
+point is then counted by exactly one window, whichever way the server treats ``end_time``,
+and the merge equals what one unsplit call would answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from attrs import frozen
+
+from ._models import UsageRecord, UsageReport
+
+__all__ = ["DAY", "Window", "count_windows", "merge_windows", "owned_records", "plan_windows"]
+
+DAY = 86_400
+
+
+@frozen
+class Window:
+    """One request of a split range: asks ``start_time=start, end_time=end``.
+
+    Attributes:
+        start: First owned second.
+        end: The ``end_time`` to ask for.
+        last: Whether this window ends the range, and so also owns ``end`` itself.
+    """
+
+    start: int
+    end: int
+    last: bool
+
+    def owns(self, timestamp: int) -> bool:
+        """Whether a record at ``timestamp`` belongs to this window."""
+        return self.start <= timestamp < self.end or (self.last and timestamp == self.end)
+
+
+def plan_windows(start: int, end: int, *, span: int = DAY) -> Iterator[Window]:
+    """Split ``[start, end]`` at every multiple of ``span`` (UTC midnights by default).
+
+    Windows are produced lazily, so a ten-year range costs nothing up front.
+    A range inside one UTC day is a single window.
+    """
+    if end < start:
+        raise ValueError(f"end ({end}) is before start ({start})")
+    if span <= 0:
+        raise ValueError("span must be positive")
+    cut = (start // span + 1) * span
+    while cut < end:
+        yield Window(start, cut, last=False)
+        start, cut = cut, cut + span
+    yield Window(start, end, last=True)
+
+
+def count_windows(start: int, end: int, *, span: int = DAY) -> int:
+    """How many windows :func:`plan_windows` produces, without producing them."""
+    first_cut = (start // span + 1) * span
+    if first_cut >= end:
+        return 1
+    return 1 + (end - first_cut - 1) // span + 1
+
+
+def owned_records(window: Window, records: list[UsageRecord]) -> list[UsageRecord]:
+    """The records ``window`` owns, in timestamp order (server order kept within a second).
+
+    Returns ``records`` itself when nothing needs dropping or reordering.
+    """
+    lo, hi, last = window.start, window.end, window.last
+    previous = lo
+    in_order = True
+    all_owned = True
+    for record in records:
+        t = record.timestamp
+        if t < previous:
+            in_order = False
+        previous = t
+        if not (lo <= t < hi or (last and t == hi)):
+            all_owned = False
+    kept = records if all_owned else [r for r in records if window.owns(r.timestamp)]
+    if not in_order:
+        kept = sorted(kept, key=_timestamp)  # stable: server order kept within a second
+    return kept
+
+
+def _timestamp(record: UsageRecord) -> int:
+    return record.timestamp
+
+
+def merge_windows(start: int, end: int, windows: Iterable[UsageReport]) -> UsageReport:
+    """Concatenate per-window reports (already owned and ordered) into one report."""
+    records: list[UsageRecord] = []
+    request_ids: list[str] = []
+    total = 0
+    for report in windows:
+        records.extend(report.records)
+        total += report.total_tokens
+        request_ids.extend(report.request_ids)
+    return UsageReport(records, total, start, end, request_ids=tuple(request_ids))

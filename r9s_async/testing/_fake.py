@@ -1,0 +1,393 @@
+"""A realistic fake of the r9s Manager API (aiohttp.web) on loopback, for tests and demos."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import random
+import re
+import string
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Literal
+
+from aiohttp import web
+from attrs import define, field, frozen
+
+__all__ = ["TEST_API_KEY", "FakeR9sAPI", "Fault", "RecordedRequest"]
+
+TEST_API_KEY = "sk_mg_" + "0123456789abcdef" * 4
+"""A well-formed management key that the fake accepts by default."""
+
+DAY = 86_400
+_KEY_FORMAT = re.compile(r"sk_mg_[0-9a-f]{64}")
+_ID_ALPHABET = string.ascii_letters + string.digits
+DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "deepseek-chat")
+
+
+@frozen
+class Fault:
+    """One scripted misbehaviour, applied to one matching request.
+
+    Build with :meth:`respond`, :meth:`reset` or :meth:`stall`.
+    """
+
+    kind: Literal["respond", "reset", "reset_after_headers", "stall"]
+    status: int = 200
+    body: bytes = b""
+    headers: Mapping[str, str] = field(factory=dict)
+    seconds: float = 0.0
+
+    @classmethod
+    def respond(
+        cls,
+        status: int,
+        body: bytes | str | Any = b"",
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Fault:
+        """Answer with ``status`` and ``body`` (bytes or text as is; anything else as JSON)."""
+        if isinstance(body, str):
+            raw = body.encode()
+        elif isinstance(body, bytes):
+            raw = body
+        else:
+            raw = json.dumps(body).encode()
+        return cls("respond", status=status, body=raw, headers=dict(headers or {}))
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        message: str = "error",
+        *,
+        code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Fault:
+        """Answer with the API's JSON error envelope."""
+        envelope = {
+            "meta": {
+                "code": status if code is None else code,
+                "message": message,
+                "request_id": "F" * 32,
+            },
+            "data": None,
+        }
+        return cls.respond(status, envelope, headers=headers)
+
+    @classmethod
+    def reset(cls, *, after_headers: bool = False) -> Fault:
+        """Drop the connection: before any byte, or after the headers and part of the body."""
+        return cls("reset_after_headers" if after_headers else "reset")
+
+    @classmethod
+    def stall(cls, seconds: float) -> Fault:
+        """Say nothing for ``seconds``, then answer normally."""
+        return cls("stall", seconds=seconds)
+
+
+@frozen
+class RecordedRequest:
+    """What the fake saw of one request (never the key itself)."""
+
+    path: str
+    query: Mapping[str, str]
+    authorized: bool
+    peer: tuple[Any, ...] | None
+    headers: Mapping[str, str]
+
+
+@define
+class _Script:
+    fault: Fault
+    times: int
+    path: str | None
+    start_time: int | None
+
+
+class FakeR9sAPI:
+    """The fake API. Deterministic: the same settings always serve the same records.
+
+    Args:
+        api_key: The key the fake accepts.
+        mode: ``"daily"``: one record per model at each UTC midnight (the seed page's shape).
+            ``"events"``: ``events_per_day`` records per day, including the first and last second
+            of the day and identical twins.
+        end_inclusive: Whether ``end_time`` is inclusive (``[start, end]``) or exclusive.
+        models: Model names to use.
+        events_per_day: Records per day in ``"events"`` mode.
+        latency: Seconds to wait before each answer.
+        latency_per_day: Extra seconds per day of range asked (a server that scans rows).
+        seed: Changes every generated value.
+        base_path: Path prefix, like the real ``/api/v1/portal/management``.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = TEST_API_KEY,
+        mode: Literal["daily", "events"] = "daily",
+        end_inclusive: bool = True,
+        models: tuple[str, ...] = DEFAULT_MODELS,
+        events_per_day: int = 24,
+        latency: float = 0.0,
+        latency_per_day: float = 0.0,
+        seed: int = 0,
+        base_path: str = "/api/v1/portal/management",
+    ) -> None:
+        if mode not in ("daily", "events"):
+            raise ValueError(f"mode must be 'daily' or 'events', not {mode!r}")
+        self.api_key = api_key
+        self.mode = mode
+        self.end_inclusive = end_inclusive
+        self.models = tuple(models)
+        self.events_per_day = events_per_day
+        self.latency = latency
+        self.latency_per_day = latency_per_day
+        self.seed = seed
+        self.base_path = base_path.rstrip("/")
+        self.requests: list[RecordedRequest] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._scripts: list[_Script] = []
+        self._ids = random.Random(seed)
+        self._day_records = functools.lru_cache(maxsize=4096)(self._generate_day)
+
+    # -- the data -------------------------------------------------------------------------------
+
+    def records(self, start: int, end: int) -> list[dict[str, Any]]:
+        """Exactly what one ``/usage`` call for ``[start, end]`` answers, in answer order."""
+        out: list[dict[str, Any]] = []
+        for day in range(start // DAY, end // DAY + 1):
+            for record in self._day_records(day):
+                t = record["timestamp"]
+                if start <= t < end or (self.end_inclusive and t == end):
+                    out.append(record)
+        return out
+
+    def _generate_day(self, day: int) -> tuple[dict[str, Any], ...]:
+        digest = hashlib.blake2b(f"{self.seed}:{self.mode}:{day}".encode(), digest_size=8)
+        rng = random.Random(int.from_bytes(digest.digest(), "big"))
+        midnight = day * DAY
+        if self.mode == "daily":
+            return tuple(
+                {"timestamp": midnight, "tokens": rng.randint(1, 2_000_000), "model": model}
+                for model in self.models
+            )
+        count = max(self.events_per_day, 4)
+        seconds = [0, DAY - 1] + [rng.randrange(DAY) for _ in range(count - 2)]
+        records: list[dict[str, Any]] = []
+        for second in seconds:
+            record = {
+                "timestamp": midnight + second,
+                "tokens": rng.randint(1, 50_000),
+                "model": rng.choice(self.models),
+            }
+            records.append(record)
+            if rng.random() < 0.1:
+                records.append(dict(record))  # an identical twin: real, distinct usage
+        records.sort(key=lambda r: r["timestamp"])
+        return tuple(records)
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def add_fault(
+        self,
+        fault: Fault,
+        *,
+        times: int = 1,
+        path: str | None = None,
+        start_time: int | None = None,
+    ) -> None:
+        """Apply ``fault`` to the next ``times`` requests that match ``path`` (``"/usage"``,
+        ``"/balance"``) and ``start_time`` (a window's first second), when given."""
+        self._scripts.append(_Script(fault, times, path, start_time))
+
+    def clear_faults(self) -> None:
+        """Forget every scripted fault not yet used."""
+        self._scripts.clear()
+
+    def _take_fault(self, path: str, query: Mapping[str, str]) -> Fault | None:
+        for script in self._scripts:
+            if script.path is not None and script.path != path:
+                continue
+            if script.start_time is not None and query.get("start_time") != str(script.start_time):
+                continue
+            script.times -= 1
+            if script.times <= 0:
+                self._scripts.remove(script)
+            return script.fault
+        return None
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    @property
+    def connections(self) -> int:
+        """How many distinct TCP connections have sent requests."""
+        return len({r.peer for r in self.requests})
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application, for embedding in your own server."""
+        app = web.Application()
+        app.router.add_get(self.base_path + "/usage", self._usage)
+        app.router.add_get(self.base_path + "/balance", self._balance)
+        return app
+
+    def _request_id(self) -> str:
+        return "".join(self._ids.choices(_ID_ALPHABET, k=32))
+
+    def _envelope(self, status: int, code: int, message: str, data: Any) -> web.Response:
+        body = {
+            "meta": {"code": code, "message": message, "request_id": self._request_id()},
+            "data": data,
+        }
+        return web.json_response(body, status=status, dumps=json.dumps)
+
+    async def _guard(
+        self, request: web.Request, path: str, answer: Callable[[], web.StreamResponse]
+    ) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        authorized = auth == "Bearer " + self.api_key
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport else None
+        shown = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+        self.requests.append(RecordedRequest(path, dict(request.query), authorized, peer, shown))
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            fault = self._take_fault(path, request.query)
+            if fault is not None:
+                if fault.kind == "stall":
+                    await asyncio.sleep(fault.seconds)
+                elif fault.kind == "reset":
+                    if transport is not None:
+                        transport.abort()
+                    return web.Response(status=500)
+                elif fault.kind == "reset_after_headers":
+                    response = web.StreamResponse(status=200)
+                    response.content_type = "application/json"
+                    response.content_length = 1000
+                    await response.prepare(request)
+                    await response.write(b'{"meta": {"code": 200, ')
+                    if transport is not None:
+                        transport.abort()
+                    return response
+                else:
+                    return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
+            if not authorized:
+                token = auth.removeprefix("Bearer ").strip()
+                known_format = _KEY_FORMAT.fullmatch(token) is not None
+                message = "API key not found" if known_format else "Invalid API key format"
+                return self._envelope(401, 401, message, None)
+            return answer()
+        finally:
+            self.in_flight -= 1
+
+    async def _usage(self, request: web.Request) -> web.StreamResponse:
+        try:
+            start = _parse_time(request.query.get("start_time"))
+            end = _parse_time(request.query.get("end_time"))
+        except ValueError:
+            start = end = -1
+        days = max(end - start, 0) / DAY
+        delay = self.latency + self.latency_per_day * days
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+        def answer() -> web.StreamResponse:
+            if start < 0 or end < 0:
+                return self._envelope(400, 400, "start_time and end_time must be integers", None)
+            if end < start:
+                return self._envelope(400, 400, "end_time must not be before start_time", None)
+            records = self.records(start, end)
+            total = sum(r["tokens"] for r in records)
+            return self._envelope(200, 200, "success", {"records": records, "total_tokens": total})
+
+        return await self._guard(request, "/usage", answer)
+
+    async def _balance(self, request: web.Request) -> web.StreamResponse:
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+
+        def answer() -> web.StreamResponse:
+            return self._envelope(
+                200,
+                0,
+                "",
+                {
+                    "balance": 470.010481,
+                    "balance_str": "470.010481",
+                    "coupon_balance": 0,
+                    "currency_code": "USD",
+                    "credit_limit": 0,
+                    "total_coupon_amount": 0,
+                },
+            )
+
+        return await self._guard(request, "/balance", answer)
+
+    # -- running it -----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+        """Serve in the running loop; yields the base URL to give the client."""
+        runner = web.AppRunner(
+            self.make_app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        try:
+            sockets = runner.addresses
+            bound_port = sockets[0][1]
+            yield f"http://{host}:{bound_port}{self.base_path}"
+        finally:
+            await runner.cleanup()
+
+    @contextmanager
+    def serve_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+        """Serve from a background thread with its own loop; yields the base URL."""
+        ready = threading.Event()
+        url: list[str] = []
+        stop: list[Callable[[], None]] = []
+        errors: list[BaseException] = []
+
+        async def main() -> None:
+            done = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def request_stop() -> None:
+                loop.call_soon_threadsafe(done.set)
+
+            stop.append(request_stop)
+            async with self.serve(host, port) as base_url:
+                url.append(base_url)
+                ready.set()
+                await done.wait()
+
+        def run() -> None:
+            try:
+                asyncio.run(main())
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+                ready.set()
+
+        thread = threading.Thread(target=run, name="r9s_async fake API", daemon=True)
+        thread.start()
+        ready.wait()
+        if errors:
+            raise errors[0]
+        try:
+            yield url[0]
+        finally:
+            stop[0]()
+            thread.join()
+
+
+def _parse_time(value: str | None) -> int:
+    if value is None or not value.isdigit():
+        raise ValueError(value)
+    return int(value)
