@@ -9,7 +9,7 @@ import logging
 import platform
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -176,7 +176,7 @@ class AsyncClient:
         records: list[UsageRecord] = []
         request_ids: list[str] = []
         total = 0
-        async for window in self._iter_windows(first, last, uid):
+        async for window in self._fetch_windows(plan_windows(first, last), uid):
             if not records:
                 records = window.records
             else:
@@ -197,7 +197,7 @@ class AsyncClient:
         first, last = to_range(start, end)
         uid = check_user_id(user_id)
         self._check_usable()
-        return self._iter_windows(first, last, uid)
+        return self._fetch_windows(plan_windows(first, last), uid)
 
     async def balance(self) -> Balance:
         """The account balance, amounts as exact decimals."""
@@ -206,11 +206,16 @@ class AsyncClient:
 
     # -- the fan-out ----------------------------------------------------------------------------
 
-    async def _iter_windows(
-        self, first: int, last: int, user_id: str | None
+    async def _fetch_windows(
+        self, plan: Iterator[Window], user_id: str | None
     ) -> AsyncIterator[UsageReport]:
+        """Fetch planned windows concurrently; yield their reports in plan order.
+
+        At most ``max_concurrency`` requests are in flight and at most twice that many windows
+        are held, so memory does not grow with the plan. The first window that fails for good
+        cancels the rest and its error is raised.
+        """
         loop = asyncio.get_running_loop()
-        plan = plan_windows(first, last)
         lookahead = 2 * self._max_concurrency
         pending: deque[asyncio.Task[UsageReport]] = deque()
         failed: asyncio.Future[asyncio.Task[UsageReport]] = loop.create_future()
