@@ -127,6 +127,9 @@ def resolve_base_url(base_url: str | None) -> URL:
         raise ValueError(f"base_url is not a valid URL: {exc}") from None
     if not url.is_absolute() or not url.host:
         raise ValueError(f"base_url must be an absolute URL, got {text!r}")
+    if any(c.isspace() for c in url.host):
+        # yarl keeps such a host, and it would only fail later as a confusing DNS error.
+        raise ValueError(f"base_url has whitespace in its host {url.host!r}")
     if url.user is not None or url.password is not None:
         raise ValueError("base_url must not carry credentials; use api_key")
     if url.query_string or url.fragment:
@@ -143,7 +146,8 @@ def resolve_base_url(base_url: str | None) -> URL:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
+    # Only the name itself: "*.localhost" is left to the resolver, which may ask real DNS.
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

@@ -27,6 +27,7 @@ Redact = Callable[[str], str]
 
 _SUCCESS_CODES = frozenset({0, 200})
 _SNIPPET = 120
+_SCAN = 64 * 1024  # how much of a body is searched for an echoed key before it is cut
 _NOT_JSON: Any = object()
 
 
@@ -46,19 +47,29 @@ def _loads(body: bytes) -> Any:
     return json.loads(body, parse_constant=_no_constants)
 
 
-def _reason(status: int, body: bytes, redact: Redact) -> str:
-    text = body[:_SNIPPET].decode("utf-8", "replace").strip()
-    if not text:
+def _snippet(body: bytes, redact: Redact) -> str:
+    # Redact before cutting: a cut through an echoed key would leave part of it unredacted.
+    # A key has no whitespace, so dropping the last word of a scan cut short drops any part
+    # of a key that the cut went through.
+    words = body[:_SCAN].decode("utf-8", "replace").split()
+    if len(body) > _SCAN:
+        words = words[:-1]
+    text = redact(" ".join(words))
+    return repr(text[:_SNIPPET] + ("..." if len(text) > _SNIPPET else ""))
+
+
+def _reason(body: bytes, redact: Redact) -> str:
+    if not body.strip():
         return "empty body"
-    first_line = " ".join(text.split())
-    return redact(f"non-JSON body: {first_line!r}")
+    return f"non-JSON body: {_snippet(body, redact)}"
 
 
 def _check(status: int, headers: Mapping[str, str], body: bytes, redact: Redact) -> tuple[Any, str]:
     """Raise for any error answer; return ``(data, request_id)`` for a success envelope."""
     try:
         document = _loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a hostile or broken body nested thousands of levels deep.
         document = _NOT_JSON
     meta_value = document.get("meta") if type(document) is dict else None
     meta: Meta | None = None
@@ -75,7 +86,11 @@ def _check(status: int, headers: Mapping[str, str], body: bytes, redact: Redact)
             message = redact(meta.message) or f"HTTP {status}"
             code: int | None = meta.code
         else:
-            message = _reason(status, body, redact) if document is _NOT_JSON else "error"
+            message = (
+                _reason(body, redact)
+                if document is _NOT_JSON
+                else f"JSON body without the error envelope: {_snippet(body, redact)}"
+            )
             code = None
         raise api_error_class(status)(
             message,
@@ -85,7 +100,7 @@ def _check(status: int, headers: Mapping[str, str], body: bytes, redact: Redact)
             retry_after=parse_retry_after(headers.get("Retry-After")),
         )
     if document is _NOT_JSON:
-        raise MalformedResponseError(_reason(status, body, redact), status=status)
+        raise MalformedResponseError(_reason(body, redact), status=status)
     if type(document) is not dict or "meta" not in document:
         raise MalformedResponseError("not the {meta, data} envelope", status=status)
     if meta is None:

@@ -22,6 +22,8 @@ request is sent. :class:`asyncio.CancelledError` is never wrapped.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -56,6 +58,10 @@ def _suffix(request_id: str | None) -> str:
     return f" (request id {request_id})" if request_id else ""
 
 
+def _rebuild(cls: type[R9sError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R9sError:
+    return cls(*args, **kwargs)
+
+
 class APIConnectionError(R9sError):
     """No usable HTTP answer: DNS, TCP, TLS or protocol failure.
 
@@ -68,6 +74,12 @@ class APIConnectionError(R9sError):
         super().__init__(message + _suffix(request_id))
         self.message = message
         self.request_id = request_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments: the default reduce would call cls(str(self)) and fail, so
+        # these errors could not cross a process pool or be copied.
+        kwargs = {"request_id": self.request_id}
+        return _rebuild, (type(self), (self.message,), kwargs), self.__dict__
 
 
 class APITimeoutError(APIConnectionError):
@@ -88,6 +100,10 @@ class MalformedResponseError(R9sError):
         self.detail = detail
         self.status = status
         self.request_id = request_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        kwargs = {"status": self.status, "request_id": self.request_id}
+        return _rebuild, (type(self), (self.detail,), kwargs), self.__dict__
 
 
 class APIError(R9sError):
@@ -117,6 +133,15 @@ class APIError(R9sError):
         self.code = code
         self.request_id = request_id
         self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        kwargs = {
+            "status": self.status,
+            "code": self.code,
+            "request_id": self.request_id,
+            "retry_after": self.retry_after,
+        }
+        return _rebuild, (type(self), (self.message,), kwargs), self.__dict__
 
 
 class BadRequestError(APIError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -12,6 +13,9 @@ __all__ = ["BACKOFF_BASE", "BACKOFF_CAP", "backoff_delay", "parse_retry_after"]
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 RETRY_AFTER_MAX = 24 * 3600.0  # beyond a day the value is nonsense, not advice
+# RFC 9110 delta-seconds is 1*DIGIT; a decimal fraction is tolerated. float() alone would also
+# take "nan", "-0", "1e3", "1_0" and "+5".
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 
 
 def backoff_delay(
@@ -34,9 +38,9 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     text = value.strip()
     if not text:
         return None
-    try:
+    if _DELTA_SECONDS.fullmatch(text):
         seconds = float(text)
-    except ValueError:
+    else:
         try:
             when = parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError, OverflowError):

@@ -59,5 +59,20 @@ def to_range(start: object, end: object) -> tuple[int, int]:
     first = to_unix(start, "start", round_up=True)
     last = to_unix(end, "end")
     if last < first:
+        if _since_epoch(start) <= _since_epoch(end):
+            raise ValueError(
+                f"[start, end] holds no whole second (start rounds up to {first}, "
+                f"end rounds down to {last}); widen the range"
+            )
         raise ValueError(f"end ({last}) is before start ({first})")
     return first, last
+
+
+def _since_epoch(value: object) -> timedelta:
+    # Exact, for comparing already validated values of mixed types.
+    if isinstance(value, datetime):
+        return value - _EPOCH
+    if isinstance(value, date):
+        return value - date(1970, 1, 1)
+    assert isinstance(value, int)
+    return timedelta(seconds=value)
