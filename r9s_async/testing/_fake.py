@@ -32,7 +32,7 @@ DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "deepseek-chat")
 class Fault:
     """One scripted misbehaviour, applied to one matching request.
 
-    Build with :meth:`respond`, :meth:`reset` or :meth:`stall`.
+    Build with :meth:`respond`, :meth:`error`, :meth:`reset` or :meth:`stall`.
     """
 
     kind: Literal["respond", "reset", "reset_after_headers", "stall"]
@@ -49,14 +49,18 @@ class Fault:
         *,
         headers: Mapping[str, str] | None = None,
     ) -> Fault:
-        """Answer with ``status`` and ``body`` (bytes or text as is; anything else as JSON)."""
+        """Answer with ``status`` and ``body`` (bytes or text as is; anything else as JSON,
+        sent as ``application/json`` unless ``headers`` say otherwise)."""
+        sent = dict(headers or {})
         if isinstance(body, str):
             raw = body.encode()
         elif isinstance(body, bytes):
             raw = body
         else:
             raw = json.dumps(body).encode()
-        return cls("respond", status=status, body=raw, headers=dict(headers or {}))
+            if not any(name.lower() == "content-type" for name in sent):
+                sent["Content-Type"] = "application/json"
+        return cls("respond", status=status, body=raw, headers=sent)
 
     @classmethod
     def error(
@@ -91,7 +95,15 @@ class Fault:
 
 @frozen
 class RecordedRequest:
-    """What the fake saw of one request (never the key itself)."""
+    """What the fake saw of one request (never the key itself).
+
+    Attributes:
+        path: The path below ``base_path``: ``"/usage"`` or ``"/balance"``.
+        query: The query parameters, for example ``{"start_time": "0", "end_time": "86400"}``.
+        authorized: Whether the request carried the key the fake accepts.
+        peer: The client's address and port, which tells connections apart.
+        headers: The request headers, without ``Authorization``.
+    """
 
     path: str
     query: Mapping[str, str]
@@ -123,6 +135,11 @@ class FakeR9sAPI:
         latency_per_day: Extra seconds per day of range asked (a server that scans rows).
         seed: Changes every generated value.
         base_path: Path prefix, like the real ``/api/v1/portal/management``.
+
+    Attributes:
+        requests: A :class:`RecordedRequest` for every request received, in arrival order.
+        in_flight: Requests being answered right now.
+        peak_in_flight: The most requests that were being answered at once.
     """
 
     def __init__(
@@ -247,8 +264,15 @@ class FakeR9sAPI:
         return web.json_response(body, status=status, dumps=json.dumps)
 
     async def _guard(
-        self, request: web.Request, path: str, answer: Callable[[], web.StreamResponse]
+        self,
+        request: web.Request,
+        path: str,
+        answer: Callable[[], web.StreamResponse],
+        *,
+        delay: float = 0.0,
     ) -> web.StreamResponse:
+        # Recorded and counted in flight on arrival, so latency overlaps show in peak_in_flight
+        # and a request waiting out its latency is visible in ``requests``.
         auth = request.headers.get("Authorization", "")
         authorized = auth == "Bearer " + self.api_key
         transport = request.transport
@@ -259,6 +283,8 @@ class FakeR9sAPI:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             fault = self._take_fault(path, request.query)
+            if delay > 0:
+                await asyncio.sleep(delay)
             if fault is not None:
                 if fault.kind == "stall":
                     await asyncio.sleep(fault.seconds)
@@ -278,8 +304,8 @@ class FakeR9sAPI:
                 else:
                     return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
             if not authorized:
-                token = auth.removeprefix("Bearer ").strip()
-                known_format = _KEY_FORMAT.fullmatch(token) is not None
+                scheme, _, token = auth.partition(" ")
+                known_format = scheme == "Bearer" and _KEY_FORMAT.fullmatch(token) is not None
                 message = "API key not found" if known_format else "Invalid API key format"
                 return self._envelope(401, 401, message, None)
             return answer()
@@ -294,8 +320,6 @@ class FakeR9sAPI:
             start = end = -1
         days = max(end - start, 0) / DAY
         delay = self.latency + self.latency_per_day * days
-        if delay > 0:
-            await asyncio.sleep(delay)
 
         def answer() -> web.StreamResponse:
             if start < 0 or end < 0:
@@ -306,12 +330,9 @@ class FakeR9sAPI:
             total = sum(r["tokens"] for r in records)
             return self._envelope(200, 200, "success", {"records": records, "total_tokens": total})
 
-        return await self._guard(request, "/usage", answer)
+        return await self._guard(request, "/usage", answer, delay=delay)
 
     async def _balance(self, request: web.Request) -> web.StreamResponse:
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
-
         def answer() -> web.StreamResponse:
             return self._envelope(
                 200,
@@ -327,13 +348,16 @@ class FakeR9sAPI:
                 },
             )
 
-        return await self._guard(request, "/balance", answer)
+        return await self._guard(request, "/balance", answer, delay=self.latency)
 
     # -- running it -----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-        """Serve in the running loop; yields the base URL to give the client."""
+        """Serve in the running loop: ``async with api.serve() as base_url:``.
+
+        Yields the base URL to give the client.
+        """
         runner = web.AppRunner(
             self.make_app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5
         )
@@ -349,7 +373,8 @@ class FakeR9sAPI:
 
     @contextmanager
     def serve_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-        """Serve from a background thread with its own loop; yields the base URL."""
+        """Serve from a background thread with its own loop: ``with api.serve_in_thread() as
+        base_url:``, for synchronous code. Yields the base URL to give the client."""
         ready = threading.Event()
         url: list[str] = []
         stop: list[Callable[[], None]] = []
