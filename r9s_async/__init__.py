@@ -5,6 +5,7 @@ what one unsplit call would answer, whichever way the server treats ``end_time``
 """
 
 from ._async_client import AsyncClient
+from ._backfill import BackfillProgress, BackfillResult
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -21,6 +22,7 @@ from ._exceptions import (
     ServerError,
 )
 from ._models import Balance, UsageRecord, UsageReport
+from ._store import StoredWindow, UsageStore
 from ._sync_client import Client
 from ._version import __version__
 
@@ -30,6 +32,8 @@ __all__ = [
     "APITimeoutError",
     "AsyncClient",
     "AuthenticationError",
+    "BackfillProgress",
+    "BackfillResult",
     "BadRequestError",
     "Balance",
     "Client",
@@ -41,7 +45,9 @@ __all__ = [
     "R9sError",
     "RateLimitError",
     "ServerError",
+    "StoredWindow",
     "UsageRecord",
     "UsageReport",
+    "UsageStore",
     "__version__",
 ]

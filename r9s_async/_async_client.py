@@ -9,13 +9,21 @@ import logging
 import platform
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Self, TypeVar
 
 import aiohttp
 from yarl import URL
 
+from ._backfill import (
+    DEFAULT_REFRESH_RECENT,
+    BackfillResult,
+    Duration,
+    ProgressCallback,
+    StoreLike,
+    run_backfill,
+)
 from ._config import (
     AuthHeaders,
     check_positive,
@@ -108,6 +116,7 @@ class AsyncClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = _State.UNOPENED
         self._rng = random.Random()
+        self._retry_count = 0  # requests retried so far; backfill progress reports it
 
     def __repr__(self) -> str:
         return (
@@ -187,12 +196,13 @@ class AsyncClient:
 
     def iter_usage(
         self, start: TimeLike, end: TimeLike, *, user_id: str | int | None = None
-    ) -> AsyncIterator[UsageReport]:
+    ) -> AsyncGenerator[UsageReport, None]:
         """Yield one :class:`UsageReport` per UTC-day window, in time order.
 
         Windows are fetched concurrently with bounded look-ahead, so memory does not grow with
         the length of the range. Arguments are checked at once, before anything is sent.
-        Leaving the loop early cancels the requests still in flight.
+        Leaving the loop early cancels the requests still in flight; ``aclose()`` it (or use
+        :func:`contextlib.aclosing`) to have that done before the next line runs.
         """
         first, last = to_range(start, end)
         uid = check_user_id(user_id)
@@ -208,7 +218,7 @@ class AsyncClient:
 
     async def _fetch_windows(
         self, plan: Iterator[Window], user_id: str | None
-    ) -> AsyncIterator[UsageReport]:
+    ) -> AsyncGenerator[UsageReport, None]:
         """Fetch planned windows concurrently; yield their reports in plan order.
 
         At most ``max_concurrency`` requests are in flight and at most twice that many windows
@@ -299,42 +309,47 @@ class AsyncClient:
         while True:
             status: int | None = None
             failure: R9sError | None = None
-            started = loop.time()
+            answer: tuple[int, Mapping[str, str], bytes] | None = None
             async with slots:
+                started = loop.time()  # waiting for a slot is not part of the attempt
                 try:
                     async with asyncio.timeout(self._timeout):
-                        status, headers, body = await self._send(session, path, params)
+                        answer = await self._send(session, path, params)
                 except TimeoutError:
                     failure = APITimeoutError(f"no complete answer within {self._timeout:g}s")
                 except aiohttp.ClientError as exc:
                     failure = APIConnectionError(self._describe(exc))
                 except APIError as exc:
                     failure = exc
-            elapsed = loop.time() - started
-            if failure is None:
-                assert status is not None
+                elapsed = loop.time() - started
+            if answer is not None:
+                status = answer[0]
                 try:
-                    result = decode(status, headers, body, self._redact)
-                except APIError as exc:
-                    failure = exc
+                    result = decode(*answer, self._redact)
                 except R9sError as exc:
-                    _log_attempt(
-                        path, label, status, elapsed, retry, getattr(exc, "request_id", None)
-                    )
-                    raise
+                    failure = exc
                 else:
                     _log_attempt(path, label, status, elapsed, retry, _request_id_of(result))
                     return result
-            request_id = getattr(failure, "request_id", None)
-            _log_attempt(path, label, status, elapsed, retry, request_id)
+                finally:
+                    # The raw body may echo the key: keep it out of this frame's locals, which
+                    # error reporters capture from a traceback.
+                    answer = None
+            assert failure is not None
+            # Raised from here, without the frames below (the decoder's locals hold the raw
+            # body) and without a chained exception that could carry it.
+            failure.__traceback__ = None
+            failure.__context__ = None
+            _log_attempt(path, label, status, elapsed, retry, getattr(failure, "request_id", None))
             transient = isinstance(failure, APIConnectionError) or (
                 isinstance(failure, APIError) and is_retryable(failure)
             )
             if not transient or retry >= self._max_retries:
                 raise failure
-            wait = backoff_delay(retry, self._rng)
             if isinstance(failure, APIError) and failure.retry_after is not None:
-                wait = max(wait, failure.retry_after)
+                wait = failure.retry_after  # the server said when; that replaces our guess
+            else:
+                wait = backoff_delay(retry, self._rng)
             logger.info(
                 "retrying %s %s in %.2fs (attempt %d of %d): %s",
                 path,
@@ -344,6 +359,7 @@ class AsyncClient:
                 self._max_retries + 1,
                 failure,
             )
+            self._retry_count += 1
             await asyncio.sleep(wait)
             retry += 1
 
@@ -397,6 +413,56 @@ class AsyncClient:
     def _check_usable(self) -> None:
         if self._state is _State.CLOSED:
             raise ClientClosedError("this client is closed; create a new one")
+
+    async def backfill(
+        self,
+        start: TimeLike,
+        end: TimeLike,
+        *,
+        db: StoreLike,
+        user_id: str | int | None = None,
+        refresh_recent: Duration = DEFAULT_REFRESH_RECENT,
+        progress: ProgressCallback | None = None,
+    ) -> BackfillResult:
+        """Fetch ``[start, end)`` into a SQLite store, one UTC-day window at a time.
+
+        Each window is committed in one transaction with its records, so the run can be
+        stopped at any moment (even killed) and started again: a re-run fetches only what is
+        missing. Runs over overlapping ranges share a store without storing a record twice.
+        Windows that ended less than ``refresh_recent`` ago (or were stored back then) are
+        fetched again and replaced. Records are written as windows arrive, so memory does not
+        grow with the range.
+
+        Args:
+            start: First second: Unix seconds, an aware ``datetime`` or a ``date``.
+            end: Exclusive end, same types.
+            db: A path to the SQLite file (created if missing; opened and closed by this
+                call), or an open :class:`UsageStore` (left open).
+            user_id: One member's usage (organisation admin keys only); stored apart from the
+                organisation's.
+            refresh_recent: How long after its end a window may still change (``timedelta``
+                or seconds).
+            progress: Called with a :class:`BackfillProgress` once at the start and after each
+                stored window, in the event loop's thread; keep it quick.
+
+        Returns:
+            What this run fetched and skipped.
+
+        Raises:
+            TypeError: An argument of the wrong type.
+            ValueError: A naive datetime, a negative time, ``end`` before ``start`` or a
+                negative ``refresh_recent``.
+            R9sError: A window failed for good; the windows stored before it are kept.
+        """
+        return await run_backfill(
+            self,
+            start,
+            end,
+            db=db,
+            user_id=user_id,
+            refresh_recent=refresh_recent,
+            progress=progress,
+        )
 
 
 def _request_id_of(result: object) -> str | None:

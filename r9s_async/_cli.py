@@ -1,47 +1,675 @@
-"""The ``r9s-usage`` command."""
+"""The ``r9s-usage`` command: argument parsing, output formats, progress, exit statuses."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import re
+import signal
 import sys
-from collections.abc import Sequence
-from datetime import date, timedelta
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import IO, Any
 
 from . import __version__
-from ._sync_client import Client
+from ._async_client import AsyncClient
+from ._backfill import BackfillProgress, BackfillResult
+from ._config import check_user_id
+from ._exceptions import ConfigurationError, R9sError
+from ._models import Balance, UsageReport
+from ._store import UsageStore, import_optional
+from ._times import to_unix
 
 __all__ = ["main"]
 
+PROG = "r9s-usage"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-def _demo(args: argparse.Namespace) -> int:
+TIME_HELP = (
+    "Times: 2025-01-01 (UTC midnight), an ISO 8601 date-time with an offset or Z "
+    "(2025-01-01T12:00:00+02:00); a date-time without an offset is taken as UTC; "
+    "or Unix seconds (1735689600)."
+)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
+_BAR_REDRAW_EVERY = 0.1
+
+logger = logging.getLogger("r9s_async")
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing; exit status 2."""
+
+
+# -- argument types ---------------------------------------------------------------------------
+
+
+def parse_time(text: str) -> int | datetime:
+    """``2025-01-01``, ISO 8601 (naive = UTC) or Unix seconds, as the library takes them."""
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use 2025-01-01, an ISO 8601 date-time "
+            "(2025-01-01T12:00:00Z) or Unix seconds"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``12h``, ``1d``, ``1w`` or plain seconds, as seconds."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: use seconds or a number with s, m, h, d or w (1d)"
+        )
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def user_id(text: str) -> str:
+    """A member id as the API takes it."""
+    try:
+        check_user_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds(value: int | datetime, name: str, *, round_up: bool) -> int:
+    try:
+        return to_unix(value, name, round_up=round_up)
+    except ValueError as exc:
+        raise UsageError(f"--{name}: {exc}") from None
+
+
+def _range(args: argparse.Namespace, *, exclusive_end: bool) -> tuple[int, int]:
+    start = _seconds(args.start, "start", round_up=True)
+    end = _seconds(args.end, "end", round_up=exclusive_end)
+    if end < start:
+        raise UsageError(f"--end ({_iso(end)}) is before --start ({_iso(start)})")
+    return start, end
+
+
+def _client(args: argparse.Namespace, **options: Any) -> AsyncClient:
+    if not os.environ.get("R9S_API_KEY"):
+        raise ConfigurationError(
+            "set R9S_API_KEY to your management key (it is never taken as an argument, "
+            "so it stays out of shell history and process lists)"
+        )
+    try:
+        return AsyncClient(base_url=args.base_url, **options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+class ProgressPrinter:
+    """Draws backfill progress on stderr: a bar on a terminal, else a line every few seconds."""
+
+    def __init__(self, stream: IO[str], label: str, *, tty: bool | None = None) -> None:
+        self._stream = stream
+        self._label = label
+        self._tty = stream.isatty() if tty is None else tty
+        self._started = time.monotonic()
+        self._last_output = -math.inf
+        self._drawn = False
+        self.latest: BackfillProgress | None = None
+
+    def __call__(self, progress: BackfillProgress) -> None:
+        first = self.latest is None
+        self.latest = progress
+        now = time.monotonic()
+        finished = progress.windows_done == progress.windows_total
+        if self._tty:
+            if finished or now - self._last_output >= _BAR_REDRAW_EVERY:
+                self._stream.write("\r" + self._bar(progress, now) + "\x1b[K")
+                self._stream.flush()
+                self._drawn = True
+                self._last_output = now
+        elif first or finished or now - self._last_output >= _PLAIN_PROGRESS_EVERY:
+            self._stream.write(f"{self._label}: {self._line(progress, now)}\n")
+            self._stream.flush()
+            self._last_output = now
+
+    def close(self) -> None:
+        """End the bar's line."""
+        if self._drawn:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._drawn = False
+
+    def _rate(self, progress: BackfillProgress, now: float) -> float:
+        fetched = progress.windows_done - progress.windows_skipped
+        elapsed = now - self._started
+        return fetched / elapsed if elapsed > 0 and fetched else 0.0
+
+    def _line(self, p: BackfillProgress, now: float) -> str:
+        text = f"{p.windows_done}/{p.windows_total} windows"
+        if p.windows_skipped:
+            text += f" ({p.windows_skipped} already stored)"
+        text += f", {p.records:,} records, {p.tokens:,} tokens"
+        if p.retries:
+            text += f", {p.retries} retries"
+        rate = self._rate(p, now)
+        if rate:
+            text += f", {rate:.1f} windows/s"
+        return text
+
+    def _bar(self, p: BackfillProgress, now: float) -> str:
+        width = 24
+        filled = width * p.windows_done // p.windows_total if p.windows_total else width
+        rate = self._rate(p, now)
+        left = p.windows_total - p.windows_done
+        eta = _clock(left / rate) if rate and left else ("-" if left else "0:00")
+        retries = f"  {p.retries} retries" if p.retries else ""
+        return (
+            f"[{'#' * filled}{'.' * (width - filled)}] {p.windows_done}/{p.windows_total} "
+            f"windows  {p.records:,} records  {rate:.1f} windows/s  ETA {eta}{retries}"
+        )
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _group(report: UsageReport, group_by: str | None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    if group_by is None:
+        rows = [(r.timestamp, r.model, r.tokens) for r in report.records]
+        return ["timestamp", "model", "tokens"], rows
+    if group_by == "model":
+        return ["model", "tokens"], list(report.tokens_by_model().items())
+    if group_by == "day":
+        return ["day", "tokens"], [(d.isoformat(), t) for d, t in report.tokens_by_day().items()]
+    pairs = report.tokens_by_day_and_model().items()
+    return ["day", "model", "tokens"], [(d.isoformat(), m, t) for (d, m), t in pairs]
+
+
+def write_report(
+    out: IO[str], report: UsageReport, *, output_format: str, group_by: str | None
+) -> None:
+    """Write a usage report as a table, CSV, JSON lines or one JSON document."""
+    columns, rows = _group(report, group_by)
+    if output_format == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif output_format == "jsonl":
+        for row in rows:
+            out.write(json.dumps(dict(zip(columns, row, strict=True))) + "\n")
+    elif output_format == "json":
+        document = {
+            "start": report.start,
+            "end": report.end,
+            "total_tokens": report.total_tokens,
+            "records" if group_by is None else "groups": [
+                dict(zip(columns, row, strict=True)) for row in rows
+            ],
+        }
+        out.write(json.dumps(document, indent=2) + "\n")
+    else:
+        shown = [
+            tuple(_iso(v) if c == "timestamp" else v for c, v in zip(columns, row, strict=True))
+            for row in rows
+        ]
+        footer = ("total",) + ("",) * (len(columns) - 2) + (report.total_tokens,)
+        _write_table(out, columns, [*shown, footer])
+
+
+def _write_table(out: IO[str], columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    cells = [[f"{v:,}" if isinstance(v, int) else str(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    numeric = [c == "tokens" for c in columns]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if right else v.ljust(w)
+            for v, w, right in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip() + "\n"
+
+    out.write(line(columns))
+    out.write(line(["-" * w for w in widths]))
+    for row in cells:
+        out.write(line(row))
+
+
+@contextlib.contextmanager
+def _output(path: str | None, *, binary: bool) -> Iterator[IO[Any]]:
+    """stdout, or a file that appears (atomically) only once it is complete."""
+    if path is None:
+        if binary:
+            if sys.stdout.isatty():
+                raise UsageError("Parquet is binary; give --out FILE or redirect stdout")
+            yield sys.stdout.buffer
+            sys.stdout.buffer.flush()
+        else:
+            yield sys.stdout
+            sys.stdout.flush()
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, partial = tempfile.mkstemp(prefix=".r9s-usage-", suffix=".partial", dir=folder)
+    try:
+        with open(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as file:
+            yield file
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    start, end = _range(args, exclusive_end=False)
+    client = _client(args)
+
+    async def fetch() -> UsageReport:
+        async with client:
+            return await client.usage(start, end, user_id=args.user_id)
+
+    report = asyncio.run(fetch())
+    write_report(sys.stdout, report, output_format=args.format, group_by=args.group_by)
+    return EXIT_OK
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    client = _client(args)
+
+    async def fetch() -> Balance:
+        async with client:
+            return await client.balance()
+
+    balance = asyncio.run(fetch())
+    rows = [
+        ("balance", f"{balance.balance} {balance.currency_code}"),
+        ("coupon balance", str(balance.coupon_balance)),
+        ("credit limit", str(balance.credit_limit)),
+        ("total coupon amount", str(balance.total_coupon_amount)),
+    ]
+    for name, value in rows:
+        print(f"{name:<20} {value}")
+    return EXIT_OK
+
+
+def _backfill(
+    client: AsyncClient,
+    start: int,
+    end: int,
+    *,
+    db: str,
+    user_id: str | None,
+    refresh_recent: float,
+) -> BackfillResult:
+    label = f"backfill {_iso(start)} .. {_iso(end)}"
+    printer = ProgressPrinter(sys.stderr, label)
+
+    async def run() -> BackfillResult:
+        async with client:
+            return await client.backfill(
+                start,
+                end,
+                db=db,
+                user_id=user_id,
+                refresh_recent=refresh_recent,
+                progress=printer,
+            )
+
+    started = time.monotonic()
+    try:
+        result = asyncio.run(run())
+    finally:
+        printer.close()
+    retries = f", {result.retries} retries" if result.retries else ""
+    print(
+        f"{label}: {result.windows_total} windows stored ({result.windows_fetched} fetched, "
+        f"{result.windows_skipped} already complete), {result.records:,} records fetched"
+        f"{retries} in {time.monotonic() - started:.1f}s -> {db}",
+        file=sys.stderr,
+    )
+    return result
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    start, end = _range(args, exclusive_end=True)
+    folder = os.path.dirname(os.path.abspath(args.db))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--db: there is no folder {folder}")
+    client = _client(args, max_concurrency=args.max_concurrency)
+    args.resume_hint = (
+        f"the windows stored so far are kept in {args.db}; run the same command again to resume"
+    )
+    _backfill(
+        client,
+        start,
+        end,
+        db=args.db,
+        user_id=args.user_id,
+        refresh_recent=args.refresh_recent,
+    )
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    start = None if args.start is None else _seconds(args.start, "start", round_up=True)
+    end = _seconds(args.end, "end", round_up=True)
+    if start is not None and end < start:
+        raise UsageError(f"--end ({_iso(end)}) is before --start ({_iso(start)})")
+    if args.format == "parquet":
+        try:
+            import_optional("pyarrow", "parquet")
+        except ImportError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        store = UsageStore(args.db, create=False)
+    except FileNotFoundError:
+        raise UsageError(f"--db: no usage store at {args.db}") from None
+    with store, _output(args.out, binary=args.format == "parquet") as out:
+        if args.format == "csv":
+            count = store.export_csv(out, start, end, user_id=args.user_id)
+        elif args.format == "jsonl":
+            count = store.export_jsonl(out, start, end, user_id=args.user_id)
+        else:
+            count = store.export_parquet(out, start, end, user_id=args.user_id)
+    print(f"exported {count:,} records to {args.out or 'stdout'}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
     from .testing import TEST_API_KEY, FakeR9sAPI
 
-    end = date.today()
-    start = end - timedelta(days=30)
-    api = FakeR9sAPI(mode="events")
-    with api.serve_in_thread() as base_url, Client(TEST_API_KEY, base_url=base_url) as client:
-        report = client.usage(start, end)
-    print(
-        f"usage {start} .. {end} from the fake API on loopback: "
-        f"{len(report.records)} records, {report.total_tokens:,} tokens"
+    today = _now().date()
+    first, last = today - timedelta(days=90), today
+    start = to_unix(first, "start")
+    end = to_unix(last, "end")
+    api = FakeR9sAPI(mode="events", latency=0.01)
+    with contextlib.ExitStack() as stack:
+        if args.db is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="r9s-usage-demo-"))
+            db = os.path.join(folder, "usage.db")
+        else:
+            db = args.db
+            args.resume_hint = f"run `{PROG} demo --db {db}` again to resume"
+        base_url = stack.enter_context(api.serve_in_thread())
+        print(
+            f"{PROG} demo: a fake r9s API on {base_url.split('/api/')[0]} (loopback; no key "
+            "and no network needed)",
+            file=sys.stderr,
+        )
+        client = AsyncClient(TEST_API_KEY, base_url=base_url)
+        _backfill(client, start, end, db=db, user_id=None, refresh_recent=86_400)
+        with UsageStore(db, create=False) as store:
+            by_model = store.tokens_by_model(start, end)
+        total = sum(by_model.values())
+        print(f"Usage {first} to {last - timedelta(days=1)} (90 UTC days): {total:,} tokens")
+        rows = [(m, t, f"{100 * t / total:.1f}%" if total else "-") for m, t in by_model.items()]
+        _write_table(sys.stdout, ["model", "tokens", "share"], [*rows, ("total", total, "")])
+        if args.db is None:
+            print(f"(stored in a temporary {db}, now removed; keep it with --db PATH)")
+        else:
+            print(f"Stored in {db}; try: {PROG} export --db {db} --format csv")
+    return EXIT_OK
+
+
+def cmd_serve_fake(args: argparse.Namespace) -> int:
+    from .testing import TEST_API_KEY, FakeR9sAPI
+
+    api = FakeR9sAPI(mode=args.mode, end_inclusive=args.end_time == "inclusive")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with api.serve(port=args.port) as base_url:
+            print(f"export R9S_BASE_URL={base_url}")
+            print(f"export R9S_API_KEY={TEST_API_KEY}")
+            sys.stdout.flush()
+            print(
+                f"fake r9s API ({args.mode} records, end_time {args.end_time}) on {base_url}; "
+                "the key above is the fake's public test key. Ctrl-C stops it.",
+                file=sys.stderr,
+            )
+            await stop.wait()
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def _global_options(parser: argparse.ArgumentParser, *, api: bool, top: bool) -> None:
+    # Accepted before or after the command; a command's copy must not reset the top's value.
+    default: Any = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="log every request and show tracebacks",
     )
-    for model, tokens in report.tokens_by_model().items():
-        print(f"  {model:<20} {tokens:>15,}")
-    return 0
+    if api:
+        parser.add_argument(
+            "--base-url",
+            metavar="URL",
+            default=default,
+            help="API root (default: $R9S_BASE_URL, else the public endpoint)",
+        )
+
+
+def _time_options(parser: argparse.ArgumentParser, *, start_required: bool, end_help: str) -> None:
+    parser.add_argument(
+        "--start",
+        type=parse_time,
+        required=start_required,
+        metavar="TIME",
+        help="first second of the range" + ("" if start_required else " (default: the earliest)"),
+    )
+    parser.add_argument("--end", type=parse_time, default=None, metavar="TIME", help=end_help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``r9s-usage``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Usage of the r9s Manager API from the command line. The key is read from "
+        "R9S_API_KEY (never from an argument), the API root from --base-url or R9S_BASE_URL.",
+        epilog=TIME_HELP + " Start with: r9s-usage demo",
+    )
+    parser.add_argument("--version", action="version", version=f"r9s_async {__version__}")
+    _global_options(parser, api=True, top=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, run: Callable[[argparse.Namespace], int], api: bool) -> Any:
+        sub = commands.add_parser(name, help=help, description=help + ". " + TIME_HELP)
+        _global_options(sub, api=api, top=False)
+        sub.set_defaults(run=run)
+        return sub
+
+    usage = command("usage", "print usage records or totals for a range", cmd_usage, True)
+    _time_options(
+        usage,
+        start_required=True,
+        end_help="end of the range, sent as end_time (default: now); whether a record at "
+        "exactly END counts is the server's choice, as in one API call",
+    )
+    usage.add_argument(
+        "--user-id", type=user_id, metavar="U", help="one member's usage (admin keys only)"
+    )
+    usage.add_argument(
+        "--format",
+        choices=["table", "csv", "jsonl", "json"],
+        default="table",
+        help="output format (default: table; csv has the header timestamp,model,tokens)",
+    )
+    usage.add_argument(
+        "--group-by",
+        choices=["model", "day", "day,model"],
+        help="token totals per model, UTC day, or both (default: every record)",
+    )
+
+    backfill = command(
+        "backfill",
+        "fetch a range into a SQLite file, resumably (stop it any time, run it again)",
+        cmd_backfill,
+        True,
+    )
+    _time_options(backfill, start_required=True, end_help="exclusive end (default: now)")
+    backfill.add_argument("--db", required=True, metavar="PATH", help="SQLite file to fill")
+    backfill.add_argument(
+        "--user-id", type=user_id, metavar="U", help="one member's usage (admin keys only)"
+    )
+    backfill.add_argument(
+        "--refresh-recent",
+        type=parse_duration,
+        default=86_400.0,
+        metavar="DURATION",
+        help="fetch again windows that ended less than this long ago, since their usage may "
+        "still change: seconds, or 30m, 12h, 1d, 1w (default: 1d)",
+    )
+    backfill.add_argument(
+        "--max-concurrency", type=positive_int, default=8, metavar="N", help="requests at once (8)"
+    )
+
+    export = command("export", "write the records of a backfill's SQLite file", cmd_export, False)
+    export.add_argument("--db", required=True, metavar="PATH", help="SQLite file to read")
+    export.add_argument(
+        "--format",
+        choices=["csv", "jsonl", "parquet"],
+        required=True,
+        help="csv (header timestamp,model,tokens), jsonl, or parquet (needs r9s_async[parquet])",
+    )
+    export.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    _time_options(export, start_required=False, end_help="exclusive end (default: now)")
+    export.add_argument("--user-id", type=user_id, metavar="U", help="export a member's backfill")
+
+    command("balance", "print the account balance", cmd_balance, True)
+
+    demo = command(
+        "demo",
+        "backfill 90 days from a fake API on loopback and summarise them (no key, no network)",
+        cmd_demo,
+        False,
+    )
+    demo.add_argument("--db", metavar="PATH", help="keep the SQLite file here (default: temporary)")
+
+    fake = command("serve-fake", "run the fake API on loopback until Ctrl-C", cmd_serve_fake, False)
+    fake.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
+    fake.add_argument(
+        "--mode",
+        choices=["daily", "events"],
+        default="daily",
+        help="daily: a record per model at each UTC midnight; events: many per day, with "
+        "boundary seconds and identical twins (default: daily)",
+    )
+    fake.add_argument(
+        "--end-time",
+        choices=["inclusive", "exclusive"],
+        default="inclusive",
+        help="how the fake treats end_time (default: inclusive)",
+    )
+    return parser
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``r9s-usage``."""
-    parser = argparse.ArgumentParser(
-        prog="r9s-usage", description="r9s usage from the command line"
-    )
-    parser.add_argument("--version", action="version", version=f"r9s_async {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="fetch a month from a local fake API; no key needed")
-    demo.set_defaults(run=_demo)
+    """Entry point of ``r9s-usage``; returns the exit status."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    result: int = args.run(args)
-    return result
+    if hasattr(args, "end") and args.end is None:
+        args.end = _now()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        hint = getattr(args, "resume_hint", "")
+        print(f"{PROG}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UsageError, ConfigurationError) as exc:
+        _report(args, exc)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    except Exception as exc:
+        _report(args, exc)
+        return EXIT_FAILURE
+
+
+def _report(args: argparse.Namespace, exc: Exception) -> None:
+    """One line on stderr (R9sError text carries the request id); a traceback with --debug."""
+    if args.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    text = str(exc) if isinstance(exc, R9sError | UsageError) else f"{type(exc).__name__}: {exc}"
+    hint = getattr(args, "resume_hint", "")
+    if hint and not isinstance(exc, UsageError | ConfigurationError):
+        text += f"; {hint}"
+    _fail(text)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 from attrs import field, frozen
 
@@ -67,7 +68,7 @@ class UsageReport:
         for record in self.records:
             day = _utc_day(record.timestamp)
             totals[day] = totals.get(day, 0) + record.tokens
-        return totals
+        return dict(sorted(totals.items()))
 
     def tokens_by_day_and_model(self) -> dict[tuple[date, str], int]:
         """Tokens per (UTC day, model), in day order then model order."""
@@ -76,6 +77,26 @@ class UsageReport:
             key = (_utc_day(record.timestamp), record.model)
             totals[key] = totals.get(key, 0) + record.tokens
         return dict(sorted(totals.items()))
+
+    def to_pandas(self) -> Any:
+        """The records as a :class:`pandas.DataFrame`; needs the ``pandas`` extra.
+
+        Columns: ``timestamp`` (``datetime64[s, UTC]``), ``model`` and ``tokens`` (int64),
+        one row per record in report order.
+        """
+        from ._store import import_optional
+
+        pd = import_optional("pandas", "pandas")
+        records = self.records
+        return pd.DataFrame(
+            {
+                "timestamp": pd.to_datetime(
+                    [r.timestamp for r in records], unit="s", utc=True
+                ).as_unit("s"),
+                "model": pd.array([r.model for r in records], dtype="string"),
+                "tokens": pd.array([r.tokens for r in records], dtype="int64"),
+            }
+        )
 
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()

@@ -7,13 +7,20 @@ import asyncio
 import concurrent.futures
 import threading
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import aiohttp
 
 from ._async_client import AsyncClient
+from ._backfill import (
+    DEFAULT_REFRESH_RECENT,
+    BackfillResult,
+    Duration,
+    ProgressCallback,
+    StoreLike,
+)
 from ._exceptions import ClientClosedError
 from ._models import Balance, UsageReport
 from ._times import TimeLike
@@ -126,7 +133,7 @@ class Client:
 
     def iter_usage(
         self, start: TimeLike, end: TimeLike, *, user_id: str | int | None = None
-    ) -> Iterator[UsageReport]:
+    ) -> Generator[UsageReport, None, None]:
         """Blocking :meth:`AsyncClient.iter_usage`: an iterator of per-window reports.
 
         Arguments are checked at once. Close the iterator (or finish it) to stop the fetches
@@ -142,7 +149,7 @@ class Client:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def _iterate(self, windows: AsyncIterator[UsageReport]) -> Iterator[UsageReport]:
+    def _iterate(self, windows: AsyncIterator[UsageReport]) -> Generator[UsageReport, None, None]:
         finished = False
         try:
             while True:
@@ -189,6 +196,32 @@ class Client:
                 # A forgotten close() still closes the connections, at GC or at exit.
                 weakref.finalize(self, _shutdown, self._runner, self._async)
             return self._runner
+
+    def backfill(
+        self,
+        start: TimeLike,
+        end: TimeLike,
+        *,
+        db: StoreLike,
+        user_id: str | int | None = None,
+        refresh_recent: Duration = DEFAULT_REFRESH_RECENT,
+        progress: ProgressCallback | None = None,
+    ) -> BackfillResult:
+        """Blocking :meth:`AsyncClient.backfill`.
+
+        ``progress`` is called in the client's event-loop thread. Interrupting the call (for
+        example with Ctrl-C) stops the backfill; the windows stored so far are kept.
+        """
+        return self._call(
+            self._async.backfill(
+                start,
+                end,
+                db=db,
+                user_id=user_id,
+                refresh_recent=refresh_recent,
+                progress=progress,
+            )
+        )
 
 
 async def _next(windows: AsyncIterator[UsageReport]) -> UsageReport:

@@ -1,0 +1,267 @@
+"""Resumable backfills: which UTC-day windows to fetch (pure), and the loop that stores them.
+
+A backfill covers the half-open range ``[start, end)``. Each UTC day is one window that owns
+``[max(start, a), min(end, a + 1 day))``. It is fetched by asking ``start_time=a,
+end_time=b`` and keeping ``a <= t < b``, which is exact whether the server's ``end_time`` is
+inclusive or not, so runs over overlapping ranges can share one store. A day stored only in
+part is fetched again over the union of both spans and replaced whole, so no record is ever
+stored twice and partial days get completed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
+
+from asgiref.sync import sync_to_async
+from attrs import frozen
+
+from ._config import check_user_id
+from ._store import DAY, Status, StoredWindow, UsageStore
+from ._times import TimeLike, to_unix
+from ._windows import Window
+
+if TYPE_CHECKING:
+    from ._async_client import AsyncClient
+
+__all__ = [
+    "DEFAULT_REFRESH_RECENT",
+    "BackfillProgress",
+    "BackfillResult",
+    "Duration",
+    "ProgressCallback",
+    "StoreLike",
+    "plan_backfill",
+    "run_backfill",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_REFRESH_RECENT = timedelta(days=1)
+
+
+@frozen
+class BackfillProgress:
+    """How far a running backfill has come; passed to the ``progress`` callback.
+
+    Attributes:
+        windows_done: Windows finished, counting those already stored and skipped.
+        windows_total: Windows (UTC days) in the range.
+        windows_skipped: Windows already stored and complete, so not fetched this run.
+        records: Records fetched and stored so far in this run.
+        tokens: Their tokens.
+        retries: Requests retried so far in this run.
+    """
+
+    windows_done: int
+    windows_total: int
+    windows_skipped: int
+    records: int
+    tokens: int
+    retries: int
+
+
+@frozen
+class BackfillResult:
+    """What one backfill run did.
+
+    Attributes:
+        start: First second of the range (Unix seconds).
+        end: Exclusive end of the range.
+        user_id: The member asked for, or ``None`` for the organisation.
+        windows_total: Windows (UTC days) in the range.
+        windows_fetched: Windows fetched and stored in this run.
+        windows_skipped: Windows already stored and complete.
+        records: Records fetched and stored in this run.
+        tokens: Their tokens.
+        retries: Requests retried in this run.
+    """
+
+    start: int
+    end: int
+    user_id: str | None
+    windows_total: int
+    windows_fetched: int
+    windows_skipped: int
+    records: int
+    tokens: int
+    retries: int
+
+
+StoreLike: TypeAlias = "str | os.PathLike[str] | UsageStore"
+"""Where a backfill stores: a path to a SQLite file, or an open :class:`UsageStore`."""
+
+Duration: TypeAlias = "timedelta | float"
+"""A ``timedelta``, or seconds as a number."""
+
+ProgressCallback: TypeAlias = "Callable[[BackfillProgress], None]"
+"""Called after each stored window (and once at the start) with a :class:`BackfillProgress`."""
+
+
+def plan_backfill(
+    start: int,
+    end: int,
+    stored: Mapping[int, StoredWindow],
+    *,
+    now: float,
+    refresh_recent: float,
+) -> tuple[list[Window], int]:
+    """The windows a backfill of ``[start, end)`` must fetch, and how many days it may skip.
+
+    A day is skipped when its stored window already covers what the range needs, is
+    ``"complete"``, and ended at least ``refresh_recent`` seconds before ``now``. Otherwise
+    it is fetched over the union of the stored span and the needed one, so it never shrinks.
+
+    Args:
+        start: First second.
+        end: Exclusive end.
+        stored: The stored windows by day (UTC midnight), as :meth:`UsageStore.coverage` gives.
+        now: The current time, Unix seconds.
+        refresh_recent: Seconds after its end during which a window may still change.
+
+    Returns:
+        ``(windows, skipped)``: windows in time order, each within one UTC day and owning
+        ``[window.start, window.end)`` (``last`` is ``False``).
+    """
+    windows: list[Window] = []
+    skipped = 0
+    for day in range(start - start % DAY, end, DAY):
+        a, b = max(start, day), min(end, day + DAY)
+        if a >= b:
+            continue
+        old = stored.get(day)
+        if old is not None:
+            covered = old.start <= a and b <= old.end
+            settled = old.status == "complete" and old.end + refresh_recent <= now
+            if covered and settled:
+                skipped += 1
+                continue
+            a, b = min(a, old.start), max(b, old.end)
+        windows.append(Window(a, b, last=False))
+    return windows, skipped
+
+
+def _status(end: int, *, started: float, refresh_recent: float) -> Status:
+    # Judged by when the run started, before any request: the data can be no older than that.
+    return "complete" if started >= end + refresh_recent else "recent"
+
+
+def _seconds(refresh_recent: object) -> float:
+    if isinstance(refresh_recent, timedelta):
+        seconds = refresh_recent.total_seconds()
+    elif isinstance(refresh_recent, int | float) and not isinstance(refresh_recent, bool):
+        seconds = float(refresh_recent)
+    else:
+        raise TypeError(
+            "refresh_recent must be a timedelta or seconds as a number, "
+            f"not {type(refresh_recent).__name__}"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"refresh_recent must be >= 0, got {refresh_recent!r}")
+    return seconds
+
+
+async def run_backfill(
+    client: AsyncClient,
+    start: TimeLike,
+    end: TimeLike,
+    *,
+    db: StoreLike,
+    user_id: str | int | None,
+    refresh_recent: Duration,
+    progress: ProgressCallback | None,
+) -> BackfillResult:
+    """The body of :meth:`AsyncClient.backfill`."""
+    first = to_unix(start, "start", round_up=True)
+    # The end is exclusive, so a fractional end keeps the whole second it falls in.
+    last = to_unix(end, "end", round_up=True)
+    if last < first:
+        raise ValueError(f"end ({last}) is before start ({first})")
+    uid = check_user_id(user_id)
+    recent = _seconds(refresh_recent)
+    if not isinstance(db, UsageStore | str | os.PathLike):
+        raise TypeError(f"db must be a path or a UsageStore, not {type(db).__name__}")
+    if progress is not None and not callable(progress):
+        raise TypeError("progress must be callable")
+    client._check_usable()
+    scope = uid or ""
+    started = time.time()
+    retries_before = client._retry_count
+
+    # The store is plain sqlite3, whose calls block. asgiref's sync_to_async runs each one on
+    # this backfill's own single thread, so the backfill uses the connection from that thread
+    # only and its calls keep their order (a cancelled run's close waits for the write in
+    # progress), and it carries the caller's contextvars into the thread.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r9s_async store")
+
+    def on_store_thread(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+        return sync_to_async(fn, thread_sensitive=False, executor=executor)
+
+    opened: list[UsageStore] = []  # filled on the store thread: even a cancelled open is closed
+
+    def open_store(path: str | os.PathLike[str]) -> UsageStore:
+        store = UsageStore(path)
+        opened.append(store)
+        return store
+
+    def close_opened() -> None:
+        for store in opened:
+            store.close()
+
+    try:
+        store = db if isinstance(db, UsageStore) else await on_store_thread(open_store)(db)
+        stored = await on_store_thread(store.coverage)(scope, first, last)
+        plan, skipped = plan_backfill(first, last, stored, now=started, refresh_recent=recent)
+        del stored
+        total = skipped + len(plan)
+        done = skipped
+        records = tokens = 0
+
+        def report() -> None:
+            if progress is not None:
+                retries = client._retry_count - retries_before
+                progress(BackfillProgress(done, total, skipped, records, tokens, retries))
+
+        report()
+        replace_window = on_store_thread(store.replace_window)
+        windows: Iterator[Window] = iter(plan)
+        # Closed on the way out, so a failing write or progress callback stops the fetches.
+        async with contextlib.aclosing(client._fetch_windows(windows, uid)) as answers:
+            async for answer in answers:
+                await replace_window(
+                    scope,
+                    answer.start,
+                    answer.end,
+                    answer.records,
+                    status=_status(answer.end, started=started, refresh_recent=recent),
+                    fetched_at=int(time.time()),
+                    request_id=answer.request_ids[0] if answer.request_ids else None,
+                )
+                done += 1
+                records += len(answer.records)
+                tokens += answer.total_tokens
+                report()
+        await on_store_thread(close_opened)()
+    finally:
+        # Queued behind any store call still running; nothing to await, so a cancelled or
+        # failing run leaves no task behind. Closing twice is harmless.
+        executor.submit(close_opened)
+        executor.shutdown(wait=False)
+    return BackfillResult(
+        first,
+        last,
+        uid,
+        total,
+        len(plan),
+        skipped,
+        records,
+        tokens,
+        client._retry_count - retries_before,
+    )

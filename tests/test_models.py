@@ -1,0 +1,102 @@
+"""The models users get back: record times in UTC, and the report's totals by model and day."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import attrs
+import pytest
+
+from r9s_async import Balance, UsageRecord, UsageReport
+
+DAY = 86_400
+JAN1 = 1_735_689_600  # 2025-01-01T00:00:00Z
+
+
+def report(records: list[UsageRecord]) -> UsageReport:
+    return UsageReport(records, sum(r.tokens for r in records), JAN1, JAN1 + 3 * DAY)
+
+
+TWINS_AND_MIDNIGHTS = [
+    UsageRecord(JAN1, 100, "gpt-4o-mini"),
+    UsageRecord(JAN1, 7, "gpt-4o"),
+    UsageRecord(JAN1 + 3600, 100, "gpt-4o-mini"),
+    UsageRecord(JAN1 + 3600, 100, "gpt-4o-mini"),  # an identical twin: counted twice
+    UsageRecord(JAN1 + DAY - 1, 1, "gpt-4o"),
+    UsageRecord(JAN1 + DAY, 50, "gpt-4o"),  # on the next midnight: the next day
+    UsageRecord(JAN1 + 2 * DAY + 5, 2000, "claude-sonnet-4"),
+]
+
+
+def test_record_datetime_is_aware_utc() -> None:
+    when = UsageRecord(JAN1 + 3661, 1, "m").datetime
+
+    assert datetime(2025, 1, 1, 1, 1, 1, tzinfo=UTC) == when
+    assert UTC == when.tzinfo
+
+
+def test_tokens_by_model_counts_twins_and_puts_the_largest_first() -> None:
+    expected = {"claude-sonnet-4": 2000, "gpt-4o-mini": 300, "gpt-4o": 58}
+
+    by_model = report(TWINS_AND_MIDNIGHTS).tokens_by_model()
+
+    assert expected == by_model
+    assert list(expected) == list(by_model)
+
+
+def test_tokens_by_day_puts_midnight_records_in_the_day_they_start() -> None:
+    expected = {date(2025, 1, 1): 308, date(2025, 1, 2): 50, date(2025, 1, 3): 2000}
+
+    by_day = report(TWINS_AND_MIDNIGHTS).tokens_by_day()
+
+    assert expected == by_day
+    assert list(expected) == list(by_day)
+
+
+def test_tokens_by_day_is_in_day_order_even_for_a_handmade_unsorted_report() -> None:
+    by_day = report(list(reversed(TWINS_AND_MIDNIGHTS))).tokens_by_day()
+
+    assert [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 3)] == list(by_day)
+
+
+def test_tokens_by_day_and_model_is_in_day_then_model_order() -> None:
+    expected = {
+        (date(2025, 1, 1), "gpt-4o"): 8,
+        (date(2025, 1, 1), "gpt-4o-mini"): 300,
+        (date(2025, 1, 2), "gpt-4o"): 50,
+        (date(2025, 1, 3), "claude-sonnet-4"): 2000,
+    }
+
+    by_day_and_model = report(list(reversed(TWINS_AND_MIDNIGHTS))).tokens_by_day_and_model()
+
+    assert expected == by_day_and_model
+    assert list(expected) == list(by_day_and_model)
+
+
+def test_an_empty_report_has_empty_totals() -> None:
+    empty = report([])
+
+    assert ({}, {}, {}) == (
+        empty.tokens_by_model(),
+        empty.tokens_by_day(),
+        empty.tokens_by_day_and_model(),
+    )
+
+
+def test_reports_compare_by_value_and_default_to_no_request_ids() -> None:
+    assert () == report([]).request_ids
+    assert report(TWINS_AND_MIDNIGHTS) == report(list(TWINS_AND_MIDNIGHTS))
+
+
+def test_models_are_frozen() -> None:
+    record = UsageRecord(JAN1, 1, "m")
+
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        record.tokens = 2  # type: ignore[misc]
+
+
+def test_balance_holds_decimals_and_an_optional_request_id() -> None:
+    balance = Balance(Decimal("1.10"), "USD", Decimal(0), Decimal(0), Decimal(0))
+
+    assert (Decimal("1.10"), None) == (balance.balance, balance.request_id)
