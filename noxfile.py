@@ -37,3 +37,29 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and this file."""
     session.install("-e", ".[test]", "mypy", "nox")
     session.run("mypy", "--strict")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the docs (HTML) and run their examples as doctests; any warning fails."""
+    session.install("-e", ".[docs]")
+    for builder in ("html", "doctest"):
+        session.run(
+            "sphinx-build",
+            "-E",  # read every page again, so no warning hides in a cached environment
+            "-W",
+            "--keep-going",
+            "-n",
+            "-b",
+            builder,
+            "docs",
+            f"docs/_build/{builder}",
+            *session.posargs,
+        )
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The benchmark suite against its peers (`nox -s bench -- --quick` for a short run)."""
+    session.install(".", "requests")
+    session.run("python", "-m", "benchmarks", *session.posargs)
