@@ -107,6 +107,14 @@ _converter.register_structure_hook(UsageRecord, _record_hook)
 _checked_records = _converter.get_structure_hook(list[UsageRecord])
 
 
+# UsageRecord has no validators or converters, so building it through its slots is the same
+# object as UsageRecord(...) at two thirds of the cost; this loop runs once per record.
+_new_record = object.__new__
+_set_timestamp = UsageRecord.__dict__["timestamp"].__set__
+_set_tokens = UsageRecord.__dict__["tokens"].__set__
+_set_model = UsageRecord.__dict__["model"].__set__
+
+
 def _structure_records(value: Any, _: Any) -> list[UsageRecord]:
     # The hot path: a million records must not pay for cattrs' generic machinery.
     # Anything unusual falls through to the generated, detailed hook for the error message.
@@ -121,7 +129,11 @@ def _structure_records(value: Any, _: Any) -> list[UsageRecord]:
             model = item["model"]
             if type(timestamp) is not int or type(tokens) is not int or type(model) is not str:
                 break
-            append(UsageRecord(timestamp, tokens, model))
+            record = _new_record(UsageRecord)
+            _set_timestamp(record, timestamp)
+            _set_tokens(record, tokens)
+            _set_model(record, model)
+            append(record)
         else:
             return records
     except (TypeError, KeyError, IndexError):

@@ -43,8 +43,12 @@ def _no_constants(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def _loads(body: bytes) -> Any:
-    return json.loads(body, parse_constant=_no_constants)
+    # json.loads(body, parse_constant=...) builds a new decoder and scanner on every call.
+    return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
 
 
 def _snippet(body: bytes, redact: Redact) -> str:

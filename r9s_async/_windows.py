@@ -9,7 +9,10 @@ and the merge equals what one unsplit call would answer.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
+from itertools import islice
+from operator import attrgetter, le
 
 from attrs import frozen
 
@@ -70,6 +73,12 @@ def owned_records(window: Window, records: list[UsageRecord]) -> list[UsageRecor
     Returns ``records`` itself when nothing needs dropping or reordering.
     """
     lo, hi, last = window.start, window.end, window.last
+    stamps = list(map(_timestamp_of, records))
+    if all(map(le, stamps, islice(stamps, 1, None))):
+        # The usual case: already in order, so what the window owns is one slice.
+        first = bisect_left(stamps, lo)
+        stop = bisect_right(stamps, hi) if last else bisect_left(stamps, hi)
+        return records if (first, stop) == (0, len(records)) else records[first:stop]
     previous = lo
     in_order = True
     all_owned = True
@@ -84,6 +93,9 @@ def owned_records(window: Window, records: list[UsageRecord]) -> list[UsageRecor
     if not in_order:
         kept = sorted(kept, key=_timestamp)  # stable: server order kept within a second
     return kept
+
+
+_timestamp_of = attrgetter("timestamp")
 
 
 def _timestamp(record: UsageRecord) -> int:
