@@ -523,8 +523,16 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(parser, api=True, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str, run: Callable[[argparse.Namespace], int], api: bool) -> Any:
-        sub = commands.add_parser(name, help=help, description=help + ". " + TIME_HELP)
+    def command(
+        name: str,
+        help: str,
+        run: Callable[[argparse.Namespace], int],
+        api: bool,
+        *,
+        times: bool = True,
+    ) -> Any:
+        description = help + ". " + TIME_HELP if times else help + "."
+        sub = commands.add_parser(name, help=help, description=description)
         _global_options(sub, api=api, top=False)
         sub.set_defaults(run=run)
         return sub
@@ -548,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument(
         "--group-by",
         choices=["model", "day", "day,model"],
+        metavar="model|day|day,model",
         help="token totals per model, UTC day, or both (default: every record)",
     )
 
@@ -586,17 +595,24 @@ def build_parser() -> argparse.ArgumentParser:
     _time_options(export, start_required=False, end_help="exclusive end (default: now)")
     export.add_argument("--user-id", type=user_id, metavar="U", help="export a member's backfill")
 
-    command("balance", "print the account balance", cmd_balance, True)
+    command("balance", "print the account balance", cmd_balance, True, times=False)
 
     demo = command(
         "demo",
         "backfill 90 days from a fake API on loopback and summarise them (no key, no network)",
         cmd_demo,
         False,
+        times=False,
     )
     demo.add_argument("--db", metavar="PATH", help="keep the SQLite file here (default: temporary)")
 
-    fake = command("serve-fake", "run the fake API on loopback until Ctrl-C", cmd_serve_fake, False)
+    fake = command(
+        "serve-fake",
+        "run the fake API on loopback until Ctrl-C",
+        cmd_serve_fake,
+        False,
+        times=False,
+    )
     fake.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     fake.add_argument(
         "--mode",
