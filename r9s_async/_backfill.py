@@ -219,7 +219,6 @@ async def run_backfill(
         store = db if isinstance(db, UsageStore) else await on_store_thread(open_store)(db)
         stored = await on_store_thread(store.coverage)(scope, first, last)
         plan, skipped = plan_backfill(first, last, stored, now=started, refresh_recent=recent)
-        del stored
         total = skipped + len(plan)
         done = skipped
         records = tokens = 0
@@ -243,6 +242,8 @@ async def run_backfill(
                     status=_status(answer.end, started=started, refresh_recent=recent),
                     fetched_at=int(time.time()),
                     request_id=answer.request_ids[0] if answer.request_ids else None,
+                    # Refused if another backfill rewrote this day meanwhile (no lost rows).
+                    previous=stored.get(answer.start - answer.start % DAY),
                 )
                 done += 1
                 records += len(answer.records)

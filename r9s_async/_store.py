@@ -22,6 +22,8 @@ import json
 import os
 import sqlite3
 import threading
+import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
 from types import ModuleType, TracebackType
@@ -30,6 +32,7 @@ from typing import IO, Any, Literal, Self
 from attrs import frozen
 
 from ._config import check_user_id
+from ._exceptions import R9sError
 from ._models import UsageRecord
 from ._times import TimeLike, to_unix
 
@@ -100,6 +103,17 @@ class StoredWindow:
         return _utc_day(self.start)
 
 
+class StoreConflictError(R9sError):
+    """Another backfill changed a day of the store while this one was fetching it."""
+
+
+class _Unchecked:
+    """Marks a write that does not check what the day held before."""
+
+
+_UNCHECKED = _Unchecked()
+
+
 def _utc_day(timestamp: int) -> date:
     return date.fromordinal(_EPOCH_ORDINAL + timestamp // DAY)
 
@@ -159,7 +173,16 @@ class UsageStore:
 
     @staticmethod
     def _setup(db: sqlite3.Connection) -> None:
-        db.execute("PRAGMA journal_mode = WAL")
+        # Switching a new file to WAL needs an exclusive lock and does not wait on the busy
+        # timeout, so two processes creating one store at once can see "database is locked".
+        for attempt in range(100):
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 99:
+                    raise
+                time.sleep(0.05)
         # In WAL mode NORMAL keeps every commit atomic; a power cut may lose the last few
         # windows, which the next run fetches again.
         db.execute("PRAGMA synchronous = NORMAL")
@@ -433,12 +456,18 @@ class UsageStore:
         status: Status,
         fetched_at: int,
         request_id: str | None,
+        previous: StoredWindow | _Unchecked | None = _UNCHECKED,
     ) -> None:
         """Store one day's window and its records in one transaction, replacing what that
         (scope, day) held before.
 
         ``records`` must be the ones ``[start, end)`` owns, in order; ``start`` and ``end``
-        must lie within one UTC day.
+        must lie within one UTC day. With ``previous`` (what the day held when the caller
+        planned this write, ``None`` for nothing), the write is refused if another writer
+        changed the day since: replacing it would drop that writer's records.
+
+        Raises:
+            StoreConflictError: ``previous`` no longer matches the stored day.
         """
         day = start - start % DAY
         if not day <= start <= end <= day + DAY:
@@ -448,6 +477,23 @@ class UsageStore:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
             try:
+                if not isinstance(previous, _Unchecked):
+                    row = db.execute(
+                        "SELECT start, end, status, fetched_at FROM windows "
+                        "WHERE scope = ? AND day = ?",
+                        (scope, day),
+                    ).fetchone()
+                    expected = (
+                        None
+                        if previous is None
+                        else (previous.start, previous.end, previous.status, previous.fetched_at)
+                    )
+                    if (tuple(row) if row is not None else None) != expected:
+                        raise StoreConflictError(
+                            f"another writer changed day {_utc_day(day)} of {self._path!r} "
+                            "while this backfill was fetching it; nothing of this day was "
+                            "written: run the backfill again"
+                        )
                 db.execute("DELETE FROM records WHERE scope = ? AND day = ?", (scope, day))
                 db.executemany(
                     "INSERT INTO records (scope, day, seq, timestamp, model, tokens) "
@@ -509,26 +555,23 @@ class UsageStore:
         return self._read_rows(scope, lo, hi)
 
     def _read_rows(self, scope: str, lo: int, hi: int) -> Iterator[tuple[int, str, int]]:
-        # Keyset pagination on the primary key: no cursor or lock is held between batches,
-        # so a long export never blocks a backfill writing into the same store.
-        after = (lo - lo % DAY - 1, -1)
-        while True:
-            with self._lock:
-                batch = (
-                    self._conn()
-                    .execute(
-                        "SELECT day, seq, timestamp, model, tokens FROM records "
-                        "WHERE scope = ? AND (day, seq) > (?, ?) AND day < ? "
-                        "AND timestamp >= ? AND timestamp < ? ORDER BY day, seq LIMIT ?",
-                        (scope, *after, hi, lo, hi, _BATCH),
-                    )
-                    .fetchall()
-                )
-            for _, _, timestamp, model, tokens in batch:
-                yield timestamp, model, tokens
-            if len(batch) < _BATCH:
-                return
-            after = (batch[-1][0], batch[-1][1])
+        # One read transaction on a connection of its own: the rows come from one snapshot
+        # even while a backfill replaces days (in WAL mode a reader never blocks the writer).
+        reader = sqlite3.connect(
+            f"file:{urllib.parse.quote(self._path)}?mode=ro", uri=True, isolation_level=None
+        )
+        try:
+            reader.execute("BEGIN")
+            cursor = reader.execute(
+                "SELECT timestamp, model, tokens FROM records "
+                "WHERE scope = ? AND day >= ? AND day < ? "
+                "AND timestamp >= ? AND timestamp < ? ORDER BY day, seq",
+                (scope, lo - lo % DAY, hi, lo, hi),
+            )
+            while batch := cursor.fetchmany(_BATCH):
+                yield from batch
+        finally:
+            reader.close()
 
 
 def _batched(rows: Iterable[tuple[int, str, int]], size: int = _BATCH) -> Iterator[list[Any]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from r9s_async import StoredWindow, UsageRecord, UsageReport, UsageStore
-from r9s_async._store import SCHEMA_VERSION
+from r9s_async._store import SCHEMA_VERSION, StoreConflictError
 
 pq = importlib.import_module("pyarrow.parquet")  # the `parquet` extra; untyped
 
@@ -295,3 +295,40 @@ def test_a_report_converts_to_a_pandas_dataframe() -> None:
         (datetime.fromtimestamp(D0, tz=UTC), "b", 5),
         (datetime.fromtimestamp(D0 + 60, tz=UTC), "a", 4),
     ] == [(t.to_pydatetime(), m, int(n)) for t, m, n in frame.itertuples(index=False)]
+
+
+def test_a_write_planned_before_another_writer_changed_the_day_is_refused(
+    store: UsageStore,
+) -> None:
+    planned_against = None  # the day was empty when both writers planned
+    put(store, D0, D0 + DAY, [rec(D0, 1)], previous=planned_against)
+
+    with pytest.raises(StoreConflictError, match="run the backfill again"):
+        put(store, D0, D0 + DAY, [rec(D0 + 5, 2)], previous=planned_against)
+
+    assert [rec(D0, 1)] == list(store.iter_records())
+
+
+def test_a_write_planned_against_the_current_day_replaces_it(store: UsageStore) -> None:
+    put(store, D0, D0 + DAY, [rec(D0, 1)], status="recent", fetched_at=7)
+    (current,) = store.windows()
+
+    put(store, D0, D0 + DAY, [rec(D0, 3)], previous=current)
+
+    assert [rec(D0, 3)] == list(store.iter_records())
+
+
+def test_a_read_sees_one_snapshot_while_days_are_replaced(store: UsageStore) -> None:
+    per_day = 3_000  # two days are more than one read batch
+    days = [D0, D0 + DAY]
+    for day in days:
+        put(store, day, day + DAY, [rec(day + i, 1) for i in range(per_day)])
+    reading = store.iter_records()
+    first = next(reading)
+
+    for day in days:  # a refresh rewrites both days while the read is under way
+        put(store, day, day + DAY, [rec(day + i, 2) for i in range(per_day)])
+    rest = list(reading)
+
+    assert [1] * (2 * per_day) == [r.tokens for r in [first, *rest]]
+    assert [2] * (2 * per_day) == [r.tokens for r in store.iter_records()]
