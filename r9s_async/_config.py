@@ -90,25 +90,39 @@ def resolve_api_key(api_key: str | None) -> ApiKey:
         ConfigurationError: No key, or a key with whitespace, control or non-ASCII characters.
         TypeError: ``api_key`` is not a string.
     """
+    try:
+        key, problem = _check_api_key(api_key)
+    finally:
+        # Error reporters capture a traceback's locals: the raw key must not be among them.
+        del api_key
+    if problem is not None:
+        raise problem
+    assert key is not None
+    return key
+
+
+def _check_api_key(api_key: object) -> tuple[ApiKey | None, Exception | None]:
+    # Returns the problem instead of raising it, so no frame that held the key is in the
+    # traceback of the error.
     if api_key is None:
         api_key = os.environ.get("R9S_API_KEY")
         source = "R9S_API_KEY"
         if not api_key:
-            raise ConfigurationError(
+            return None, ConfigurationError(
                 "no API key: pass api_key=... or set the R9S_API_KEY environment variable"
             )
     else:
         source = "api_key"
         if not isinstance(api_key, str):
-            raise TypeError(f"api_key must be a str, not {type(api_key).__name__}")
+            return None, TypeError(f"api_key must be a str, not {type(api_key).__name__}")
         if not api_key:
-            raise ConfigurationError("api_key is empty")
+            return None, ConfigurationError("api_key is empty")
     if not api_key.isascii() or not api_key.isprintable() or any(c.isspace() for c in api_key):
-        raise ConfigurationError(
+        return None, ConfigurationError(
             f"the API key from {source} contains whitespace, control or non-ASCII characters; "
             "copy it again (the key is not shown here)"
         )
-    return ApiKey(api_key)
+    return ApiKey(api_key), None
 
 
 def resolve_base_url(base_url: str | None) -> URL:
