@@ -4,7 +4,7 @@ Long ranges are fetched as UTC-day windows, concurrently, and merged exactly: th
 what one unsplit call would answer, whichever way the server treats ``end_time``.
 """
 
-from ._async_client import AsyncClient
+from ._async_client import AsyncClient, RetryEvent
 from ._backfill import BackfillProgress, BackfillResult
 from ._exceptions import (
     APIConnectionError,
@@ -44,6 +44,7 @@ __all__ = [
     "PermissionDeniedError",
     "R9sError",
     "RateLimitError",
+    "RetryEvent",
     "ServerError",
     "StoredWindow",
     "UsageRecord",

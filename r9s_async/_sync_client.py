@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Coroutine, Generator
@@ -13,7 +14,7 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 
-from ._async_client import AsyncClient
+from ._async_client import DEFAULT_MAX_RESPONSE_SIZE, AsyncClient, RetryHook
 from ._backfill import (
     DEFAULT_REFRESH_RECENT,
     BackfillResult,
@@ -63,7 +64,8 @@ class Client:
     Safe to share between threads, and usable from inside ``asgiref.sync.sync_to_async``.
     Calling it from a thread whose event loop is running raises :class:`RuntimeError`: use
     :class:`AsyncClient` and ``await`` there. ``session`` must be ``None``: an aiohttp
-    session belongs to the loop that made it, and this client runs its own loop.
+    session belongs to the loop that made it, and this client runs its own loop. ``on_retry``
+    is called in that loop's thread.
     """
 
     def __init__(
@@ -75,6 +77,10 @@ class Client:
         max_retries: int = 3,
         max_concurrency: int = 8,
         session: aiohttp.ClientSession | None = None,
+        max_rate: float | None = None,
+        trust_env: bool = False,
+        on_retry: RetryHook | None = None,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
         if session is not None:
             raise TypeError(
@@ -87,10 +93,15 @@ class Client:
             timeout=timeout,
             max_retries=max_retries,
             max_concurrency=max_concurrency,
+            max_rate=max_rate,
+            trust_env=trust_env,
+            on_retry=on_retry,
+            max_response_size=max_response_size,
         )
         self._lock = threading.Lock()
         self._runner: _LoopThread | None = None
         self._closed = False
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return "Client" + repr(self._async).removeprefix("AsyncClient")
@@ -126,13 +137,23 @@ class Client:
         _shutdown(runner, self._async)
 
     def usage(
-        self, start: TimeLike, end: TimeLike, *, user_id: str | int | None = None
+        self,
+        start: TimeLike,
+        end: TimeLike,
+        *,
+        user_id: str | int | None = None,
+        deadline: float | None = None,
     ) -> UsageReport:
         """Blocking :meth:`AsyncClient.usage`."""
-        return self._call(self._async.usage(start, end, user_id=user_id))
+        return self._call(self._async.usage(start, end, user_id=user_id, deadline=deadline))
 
     def iter_usage(
-        self, start: TimeLike, end: TimeLike, *, user_id: str | int | None = None
+        self,
+        start: TimeLike,
+        end: TimeLike,
+        *,
+        user_id: str | int | None = None,
+        deadline: float | None = None,
     ) -> Generator[UsageReport, None, None]:
         """Blocking :meth:`AsyncClient.iter_usage`: an iterator of per-window reports.
 
@@ -140,7 +161,7 @@ class Client:
         still in flight; garbage collection does it too.
         """
         self._check_thread()
-        windows = self._async.iter_usage(start, end, user_id=user_id)
+        windows = self._async.iter_usage(start, end, user_id=user_id, deadline=deadline)
         return self._iterate(windows)
 
     def balance(self) -> Balance:
@@ -172,12 +193,37 @@ class Client:
         except BaseException:
             coro.close()
             raise
-        future = runner.submit(coro)
+        outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+        finished = threading.Event()
+        tasks: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = runner.loop.create_task(coro)
+            tasks.append(task)
+            task.add_done_callback(settle)
+
+        def settle(task: asyncio.Task[T]) -> None:
+            if task.cancelled():
+                outcome.set_exception(ClientClosedError("the call was cancelled"))
+            elif (error := task.exception()) is not None:
+                outcome.set_exception(error)
+            else:
+                outcome.set_result(task.result())
+            finished.set()
+
+        def cancel() -> None:
+            for task in tasks:
+                task.cancel()
+
+        runner.loop.call_soon_threadsafe(start)
         try:
-            return future.result()
+            return outcome.result()
         except BaseException:
-            # KeyboardInterrupt or our error: stop the work on the loop, leave nothing running.
-            future.cancel()
+            if not finished.is_set():
+                # KeyboardInterrupt in this thread: cancel the work on the loop and wait until
+                # it has unwound (connections released), so nothing keeps running.
+                runner.loop.call_soon_threadsafe(cancel)
+                finished.wait(timeout=10)
             raise
 
     def _check_thread(self) -> None:
@@ -191,6 +237,11 @@ class Client:
         with self._lock:
             if self._closed:
                 raise ClientClosedError("this client is closed; create a new one")
+            if self._pid != os.getpid():
+                # A forked child has no loop thread and must not touch the parent's sockets.
+                self._runner = None
+                self._async._forget_session()
+                self._pid = os.getpid()
             if self._runner is None:
                 self._runner = _LoopThread(f"r9s_async.Client-{id(self):x}")
                 # A forgotten close() still closes the connections, at GC or at exit.

@@ -9,6 +9,12 @@ The adaptive rule is additive-increase / multiplicative-decrease, in the spirit 
 and pauses every request for the server's ``Retry-After``; each success then grows the rate by
 ``INCREASE_PER_SECOND`` per second of success, up to ``max_rate`` if one is set. Once
 throttled, a client stays paced (its rate keeps growing while the server allows it).
+
+Three rules came from runs against a rate-limited server (tests/test_rate_limit.py):
+a pause does not let reservations pile up to leave together when it ends (they would earn
+the next 429 at once); a 429 that arrives before anything succeeded has no served rate to
+measure, so it pauses without setting a rate; and ``Retry-After: 0`` ("retry now") says the
+answer is not about our pace, so it neither pauses nor slows the client.
 """
 
 from __future__ import annotations
@@ -52,25 +58,39 @@ class Throttle:
         return max(1.0, self.rate * _BURST_SECONDS)
 
     def _refill(self, now: float) -> None:
+        # The bucket's clock only moves forward: it may already stand at the end of a pause.
         if self.rate is None:
             self._tokens = math.inf
-        elif self._refilled_at is not None:
-            elapsed = max(0.0, now - self._refilled_at)
+        elif self._refilled_at is not None and now > self._refilled_at:
+            elapsed = now - self._refilled_at
             self._tokens = min(self._capacity(), self._tokens + elapsed * self.rate)
-        self._refilled_at = now
+        if self._refilled_at is None or now > self._refilled_at:
+            self._refilled_at = now
 
     def reserve(self, now: float) -> float:
         """Take the next send slot; returns how many seconds to wait before sending (>= 0).
 
         The slot is taken at once, so concurrent callers queue behind each other fairly.
+        During a pause the bucket does not fill: when the pause ends, requests leave at the
+        bucket's pace, not all at once (which would only earn another 429).
         """
-        self._refill(now)
         start = max(now, self._paused_until)
+        self._refill(start)
         if self.rate is not None:
             self._tokens -= 1.0
             if self._tokens < 0:
-                start = max(start, now + (-self._tokens) / self.rate)
+                assert self._refilled_at is not None
+                start = max(start, self._refilled_at + (-self._tokens) / self.rate)
         return start - now
+
+    def pause(self, now: float, seconds: float) -> None:
+        """Hold every request back for ``seconds`` from ``now`` (a server's ``Retry-After``)."""
+        if seconds > 0:
+            self._paused_until = max(self._paused_until, now + seconds)
+
+    def paused(self, now: float) -> float:
+        """Seconds until the current pause ends (0 when there is none)."""
+        return max(0.0, self._paused_until - now)
 
     def measured_rate(self, now: float) -> float:
         """Successful requests per second over the last couple of seconds: what the server
@@ -85,18 +105,28 @@ class Throttle:
     def on_throttled(self, now: float, retry_after: float | None, *, sent_at: float) -> None:
         """A request sent at ``sent_at`` got 429: pause everyone for ``retry_after`` and cut
         the rate, once per episode (answers to requests sent before the last cut were sent
-        at the old rate and say nothing new)."""
+        at the old rate and say nothing new).
+
+        A ``retry_after`` of 0 changes nothing. Without recent successes to measure, and
+        no rate set yet, there is nothing to cut from: only the pause applies.
+        """
         self.throttled += 1
-        if retry_after is not None and retry_after > 0:
-            self._paused_until = max(self._paused_until, now + retry_after)
+        if retry_after is not None:
+            if retry_after <= 0:
+                # "Retry now": the server says this answer is not about our pace (a limiter
+                # names the wait until its bucket refills), so neither pause nor slow down.
+                return
+            self.pause(now, retry_after)
         if self._cut_at is not None and (sent_at < self._cut_at or now - self._cut_at < _COOLDOWN):
+            return
+        measured = self.measured_rate(now)
+        if self.rate is None and measured == 0:
+            # Nothing has succeeded lately, so there is no evidence of what the server would
+            # serve: the pause alone, until a 429 arrives that can be measured against.
             return
         self._cut_at = now
         current = self.rate if self.rate is not None else math.inf
-        measured = self.measured_rate(now)
         base = min(current, measured) if measured > 0 else current
-        if not math.isfinite(base):
-            base = 1.0
         new_rate = max(MIN_RATE, base * DECREASE)
         if self.max_rate is not None:
             new_rate = min(new_rate, self.max_rate)

@@ -45,6 +45,7 @@ def test_the_public_names_are_pinned() -> None:
         "PermissionDeniedError",
         "R9sError",
         "RateLimitError",
+        "RetryEvent",
         "ServerError",
         "StoredWindow",
         "UsageRecord",
@@ -55,7 +56,15 @@ def test_the_public_names_are_pinned() -> None:
 
 
 def test_the_testing_names_are_pinned() -> None:
-    expected = ["TEST_API_KEY", "FakeR9sAPI", "Fault", "RecordedRequest"]
+    expected = [
+        "TEST_API_KEY",
+        "FakeR9sAPI",
+        "Fault",
+        "FaultKind",
+        "FaultPlan",
+        "RateLimit",
+        "RecordedRequest",
+    ]
 
     assert expected == r9s_async.testing.__all__
 

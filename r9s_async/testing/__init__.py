@@ -11,6 +11,15 @@ Example::
             report = await client.usage(0, 3 * 86_400)
 """
 
-from ._fake import TEST_API_KEY, FakeR9sAPI, Fault, RecordedRequest
+from ._fake import TEST_API_KEY, FakeR9sAPI, RecordedRequest
+from ._faults import Fault, FaultKind, FaultPlan, RateLimit
 
-__all__ = ["TEST_API_KEY", "FakeR9sAPI", "Fault", "RecordedRequest"]
+__all__ = [
+    "TEST_API_KEY",
+    "FakeR9sAPI",
+    "Fault",
+    "FaultKind",
+    "FaultPlan",
+    "RateLimit",
+    "RecordedRequest",
+]

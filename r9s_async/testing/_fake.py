@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
+import gzip
 import hashlib
 import json
 import random
 import re
+import ssl
 import string
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -15,9 +18,11 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
 
 from aiohttp import web
-from attrs import define, field, frozen
+from attrs import define, frozen
 
-__all__ = ["TEST_API_KEY", "FakeR9sAPI", "Fault", "RecordedRequest"]
+from ._faults import Fault, FaultPlan, RateLimit, RateLimiter
+
+__all__ = ["TEST_API_KEY", "FakeR9sAPI", "RecordedRequest"]
 
 TEST_API_KEY = "sk_mg_" + "0123456789abcdef" * 4
 """A well-formed management key that the fake accepts by default."""
@@ -26,71 +31,6 @@ DAY = 86_400
 _KEY_FORMAT = re.compile(r"sk_mg_[0-9a-f]{64}")
 _ID_ALPHABET = string.ascii_letters + string.digits
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "deepseek-chat")
-
-
-@frozen
-class Fault:
-    """One scripted misbehaviour, applied to one matching request.
-
-    Build with :meth:`respond`, :meth:`error`, :meth:`reset` or :meth:`stall`.
-    """
-
-    kind: Literal["respond", "reset", "reset_after_headers", "stall"]
-    status: int = 200
-    body: bytes = b""
-    headers: Mapping[str, str] = field(factory=dict)
-    seconds: float = 0.0
-
-    @classmethod
-    def respond(
-        cls,
-        status: int,
-        body: bytes | str | Any = b"",
-        *,
-        headers: Mapping[str, str] | None = None,
-    ) -> Fault:
-        """Answer with ``status`` and ``body`` (bytes or text as is; anything else as JSON,
-        sent as ``application/json`` unless ``headers`` say otherwise)."""
-        sent = dict(headers or {})
-        if isinstance(body, str):
-            raw = body.encode()
-        elif isinstance(body, bytes):
-            raw = body
-        else:
-            raw = json.dumps(body).encode()
-            if not any(name.lower() == "content-type" for name in sent):
-                sent["Content-Type"] = "application/json"
-        return cls("respond", status=status, body=raw, headers=sent)
-
-    @classmethod
-    def error(
-        cls,
-        status: int,
-        message: str = "error",
-        *,
-        code: int | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Fault:
-        """Answer with the API's JSON error envelope."""
-        envelope = {
-            "meta": {
-                "code": status if code is None else code,
-                "message": message,
-                "request_id": "F" * 32,
-            },
-            "data": None,
-        }
-        return cls.respond(status, envelope, headers=headers)
-
-    @classmethod
-    def reset(cls, *, after_headers: bool = False) -> Fault:
-        """Drop the connection: before any byte, or after the headers and part of the body."""
-        return cls("reset_after_headers" if after_headers else "reset")
-
-    @classmethod
-    def stall(cls, seconds: float) -> Fault:
-        """Say nothing for ``seconds``, then answer normally."""
-        return cls("stall", seconds=seconds)
 
 
 @frozen
@@ -103,6 +43,11 @@ class RecordedRequest:
         authorized: Whether the request carried the key the fake accepts.
         peer: The client's address and port, which tells connections apart.
         headers: The request headers, without ``Authorization``.
+        fault: The fault this request met, if any: a :class:`FaultPlan` kind,
+            ``"rate_limit"`` for a 429 of the :class:`RateLimit`, or the ``kind`` of a
+            scripted :class:`Fault`.
+        received_at: When it arrived, in seconds of the serving event loop's clock
+            (``time.monotonic()`` for the default loop).
     """
 
     path: str
@@ -110,6 +55,8 @@ class RecordedRequest:
     authorized: bool
     peer: tuple[Any, ...] | None
     headers: Mapping[str, str]
+    fault: str | None = None
+    received_at: float = 0.0
 
 
 @define
@@ -135,11 +82,15 @@ class FakeR9sAPI:
         latency_per_day: Extra seconds per day of range asked (a server that scans rows).
         seed: Changes every generated value.
         base_path: Path prefix, like the real ``/api/v1/portal/management``.
+        fault_plan: Seeded faults injected into requests (after any scripted fault is used).
+        rate_limit: A per-key request rate enforced before anything else, with 429 answers.
 
     Attributes:
         requests: A :class:`RecordedRequest` for every request received, in arrival order.
         in_flight: Requests being answered right now.
         peak_in_flight: The most requests that were being answered at once.
+        fault_plan: As given; may be replaced between requests.
+        rate_limit: As given; replacing it starts with full buckets.
     """
 
     def __init__(
@@ -154,6 +105,8 @@ class FakeR9sAPI:
         latency_per_day: float = 0.0,
         seed: int = 0,
         base_path: str = "/api/v1/portal/management",
+        fault_plan: FaultPlan | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         if mode not in ("daily", "events"):
             raise ValueError(f"mode must be 'daily' or 'events', not {mode!r}")
@@ -169,6 +122,11 @@ class FakeR9sAPI:
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.fault_plan = fault_plan
+        self.rate_limit = rate_limit
+        self._limiter: RateLimiter | None = None
+        self._window_attempts: collections.Counter[str] = collections.Counter()
+        self._servers: list[web.Server] = []
         self._scripts: list[_Script] = []
         self._ids = random.Random(seed)
         self._day_records = functools.lru_cache(maxsize=4096)(self._generate_day)
@@ -263,6 +221,38 @@ class FakeR9sAPI:
         }
         return web.json_response(body, status=status, dumps=json.dumps)
 
+    def _choose_fault(
+        self, request: web.Request, path: str, auth: str, now: float
+    ) -> tuple[Fault | None, str | None]:
+        """The fault this request meets, and its name: the rate limit first (a gateway in
+        front), then a scripted fault, then the fault plan."""
+        if self.rate_limit is not None:
+            if self._limiter is None or self._limiter.limit is not self.rate_limit:
+                self._limiter = RateLimiter(self.rate_limit)
+            # The key only as a digest: the fake keeps no copy of a key it was sent.
+            bucket = hashlib.blake2b(auth.encode(), digest_size=16).hexdigest()
+            wait = self._limiter.take(bucket, now)
+            if wait is not None:
+                fault = Fault.error(429, "rate limit exceeded", headers={"Retry-After": str(wait)})
+                return fault, "rate_limit"
+        scripted = self._take_fault(path, request.query)
+        if scripted is not None:
+            return scripted, scripted.kind
+        if self.fault_plan is not None:
+            window = request.path_qs
+            self._window_attempts[window] += 1
+            attempt = self._window_attempts[window]
+            planned = self.fault_plan.fault_for(window, attempt)
+            if planned is not None:
+                return planned, self.fault_plan.kind_for(window, attempt)
+        return None, None
+
+    @property
+    def open_connections(self) -> int:
+        """How many TCP connections are open on the server side right now, idle ones
+        included."""
+        return sum(len(server.connections) for server in self._servers)
+
     async def _guard(
         self,
         request: web.Request,
@@ -278,11 +268,16 @@ class FakeR9sAPI:
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport else None
         shown = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
-        self.requests.append(RecordedRequest(path, dict(request.query), authorized, peer, shown))
+        received_at = asyncio.get_running_loop().time()
+        fault, fault_name = self._choose_fault(request, path, auth, received_at)
+        self.requests.append(
+            RecordedRequest(
+                path, dict(request.query), authorized, peer, shown, fault_name, received_at
+            )
+        )
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            fault = self._take_fault(path, request.query)
             if delay > 0:
                 await asyncio.sleep(delay)
             if fault is not None:
@@ -301,6 +296,10 @@ class FakeR9sAPI:
                     if transport is not None:
                         transport.abort()
                     return response
+                elif fault.kind in ("truncated", "truncated_gzip"):
+                    return await self._truncated(
+                        request, answer(), gzipped=fault.kind != "truncated"
+                    )
                 else:
                     return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
             if not authorized:
@@ -311,6 +310,30 @@ class FakeR9sAPI:
             return answer()
         finally:
             self.in_flight -= 1
+
+    async def _truncated(
+        self, request: web.Request, full: web.StreamResponse, *, gzipped: bool
+    ) -> web.StreamResponse:
+        body = full.body if isinstance(full, web.Response) else None
+        raw = body if isinstance(body, bytes) else b"{}"
+        response = web.StreamResponse(status=full.status)
+        response.content_type = "application/json"
+        if gzipped:
+            # A well-framed message whose gzip stream stops halfway: only the decompressor
+            # can tell.
+            compressed = gzip.compress(raw)
+            response.headers["Content-Encoding"] = "gzip"
+            response.content_length = len(compressed) // 2
+            await response.prepare(request)
+            await response.write(compressed[: len(compressed) // 2])
+            await response.write_eof()
+            return response
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(raw[: max(1, len(raw) // 2)])
+        if request.transport is not None:
+            request.transport.abort()
+        return response
 
     async def _usage(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -353,8 +376,16 @@ class FakeR9sAPI:
     # -- running it -----------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
+    ) -> AsyncIterator[str]:
         """Serve in the running loop: ``async with api.serve() as base_url:``.
+
+        Args:
+            host: Address to listen on.
+            port: TCP port; 0 picks a free one.
+            ssl_context: Serve HTTPS with this server context (for example one made with
+                ``trustme``), else plain HTTP.
 
         Yields the base URL to give the client.
         """
@@ -362,19 +393,27 @@ class FakeR9sAPI:
             self.make_app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
+        assert runner.server is not None
+        server = runner.server
+        self._servers.append(server)
         try:
             sockets = runner.addresses
             bound_port = sockets[0][1]
-            yield f"http://{host}:{bound_port}{self.base_path}"
+            scheme = "http" if ssl_context is None else "https"
+            yield f"{scheme}://{host}:{bound_port}{self.base_path}"
         finally:
+            self._servers.remove(server)
             await runner.cleanup()
 
     @contextmanager
-    def serve_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    def serve_in_thread(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
+    ) -> Iterator[str]:
         """Serve from a background thread with its own loop: ``with api.serve_in_thread() as
-        base_url:``, for synchronous code. Yields the base URL to give the client."""
+        base_url:``, for synchronous code. Takes the arguments of :meth:`serve` and yields the
+        base URL to give the client."""
         ready = threading.Event()
         url: list[str] = []
         stop: list[Callable[[], None]] = []
@@ -388,7 +427,7 @@ class FakeR9sAPI:
                 loop.call_soon_threadsafe(done.set)
 
             stop.append(request_stop)
-            async with self.serve(host, port) as base_url:
+            async with self.serve(host, port, ssl_context=ssl_context) as base_url:
                 url.append(base_url)
                 ready.set()
                 await done.wait()
