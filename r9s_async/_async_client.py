@@ -6,6 +6,7 @@ import asyncio
 import enum
 import itertools
 import logging
+import operator
 import platform
 import random
 import zlib
@@ -48,7 +49,7 @@ from ._retry import backoff_delay
 from ._throttle import Throttle
 from ._times import TimeLike, to_range
 from ._version import __version__
-from ._windows import Window, owned_records, plan_windows
+from ._windows import Window, count_windows, owned_records, plan_windows
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_SIZE",
@@ -152,7 +153,10 @@ class AsyncClient:
         on_retry: RetryHook | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
-        key = resolve_api_key(api_key)
+        try:
+            key = resolve_api_key(api_key)
+        finally:
+            del api_key  # not a local of this frame in any traceback error reporters capture
         self._base_url: URL = resolve_base_url(base_url)
         check_positive("timeout", timeout)
         _check_int("max_retries", max_retries, minimum=0)
@@ -200,6 +204,8 @@ class AsyncClient:
         self._retry_count = 0  # requests retried so far; backfill progress reports it
 
     def __repr__(self) -> str:
+        if not hasattr(self, "_state"):  # repr of a half-built client, e.g. in a traceback
+            return "AsyncClient(<not constructed>)"
         return (
             f"AsyncClient(base_url={str(self._base_url)!r}, timeout={self._timeout}, "
             f"max_retries={self._max_retries}, max_concurrency={self._max_concurrency}, "
@@ -281,17 +287,32 @@ class AsyncClient:
         uid = check_user_id(user_id)
         _check_deadline(deadline)
         self._check_usable()
+        if deadline is None and count_windows(first, last) == 1:
+            # One window needs no fan-out: no task, no waiting, two loop turns fewer per call.
+            only = await self._fetch_window(Window(first, last, last=True), uid)
+            return UsageReport(
+                only.records,
+                only.total_tokens,
+                first,
+                last,
+                request_ids=only.request_ids,
+                consistent=only.consistent,
+            )
         records: list[UsageRecord] = []
         request_ids: list[str] = []
         total = 0
+        consistent = True
         async for window in self._fetch_windows(plan_windows(first, last), uid, deadline=deadline):
             if not records:
-                records = window.records
+                records = window.records  # a window's list is ours: extend it, don't copy
             else:
                 records.extend(window.records)
             total += window.total_tokens
             request_ids.extend(window.request_ids)
-        return UsageReport(records, total, first, last, request_ids=tuple(request_ids))
+            consistent = consistent and window.consistent
+        return UsageReport(
+            records, total, first, last, request_ids=tuple(request_ids), consistent=consistent
+        )
 
     def iter_usage(
         self,
@@ -399,7 +420,7 @@ class AsyncClient:
             "/usage", params, decode_usage, (window.start, window.end)
         )
         returned = answer.payload.records
-        returned_tokens = sum(r.tokens for r in returned)
+        returned_tokens = sum(map(_tokens_of, returned))
         if returned_tokens != answer.payload.total_tokens:
             logger.warning(
                 "window %s: records add up to %d tokens but the answer declares total_tokens=%d "
@@ -410,7 +431,11 @@ class AsyncClient:
                 answer.request_id,
             )
         owned = owned_records(window, returned)
-        stray = sum(1 for r in returned if not window.start <= r.timestamp <= window.end)
+        stray = (
+            0
+            if owned is returned
+            else sum(1 for r in returned if not window.start <= r.timestamp <= window.end)
+        )
         if stray:
             logger.warning(
                 "window %s: dropped %d records outside the asked range (request id %s)",
@@ -418,9 +443,14 @@ class AsyncClient:
                 stray,
                 answer.request_id,
             )
-        tokens = returned_tokens if owned is returned else sum(r.tokens for r in owned)
+        tokens = returned_tokens if owned is returned else sum(map(_tokens_of, owned))
         return UsageReport(
-            owned, tokens, window.start, window.end, request_ids=(answer.request_id,)
+            owned,
+            tokens,
+            window.start,
+            window.end,
+            request_ids=(answer.request_id,),
+            consistent=returned_tokens == answer.payload.total_tokens,
         )
 
     # -- one request, with retries ----------------------------------------------------------------
@@ -473,9 +503,17 @@ class AsyncClient:
                     failure = APIConnectionError(self._describe(exc))
                 except R9sError as exc:
                     failure = exc
+                except RuntimeError:
+                    if not session.closed:
+                        raise
+                    # aclose() ran while this call was under way.
+                    failure = ClientClosedError("the client was closed during the call")
                 elapsed = loop.time() - started
             finally:
                 slots.release()
+            if failure is not None and self._state is _State.CLOSED:
+                # aclose() closed the connector under this attempt; that is not a network error.
+                failure = ClientClosedError("the client was closed during the call")
             if answer is not None:
                 status = answer[0]
                 try:
@@ -551,10 +589,17 @@ class AsyncClient:
             ) as response:
                 location = response.headers.get("Location")
                 if response.status in _REDIRECTS and location:
-                    target = url.join(URL(location))
-                    if target.origin() != origin:
+                    try:
+                        target = url.join(URL(location))
+                        target_origin = target.origin()
+                    except ValueError:
                         raise APIError(
-                            f"redirected to another origin ({target.origin()}); not followed, "
+                            "redirect with an invalid Location; not followed",
+                            status=response.status,
+                        ) from None
+                    if target_origin != origin:
+                        raise APIError(
+                            f"redirected to another origin ({target_origin}); not followed, "
                             "so the key is not sent there",
                             status=response.status,
                         )
@@ -751,6 +796,9 @@ class _Inflater:
             if not self._decompressor.eof:
                 raise _CutShort
         return b"".join(self._parts)
+
+
+_tokens_of = operator.attrgetter("tokens")
 
 
 def _request_id_of(result: object) -> str | None:

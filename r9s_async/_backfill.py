@@ -239,7 +239,11 @@ async def run_backfill(
                     answer.start,
                     answer.end,
                     answer.records,
-                    status=_status(answer.end, started=started, refresh_recent=recent),
+                    # A day whose records fell short of its declared total may have been cut
+                    # off: keep it, but as "recent", so the next run fetches it again.
+                    status=_status(answer.end, started=started, refresh_recent=recent)
+                    if answer.consistent
+                    else "recent",
                     fetched_at=int(time.time()),
                     request_id=answer.request_ids[0] if answer.request_ids else None,
                     # Refused if another backfill rewrote this day meanwhile (no lost rows).

@@ -47,6 +47,8 @@ class UsageReport:
         start: First second of the range, Unix seconds.
         end: ``end_time`` as asked, Unix seconds.
         request_ids: The ``meta.request_id`` of every answer the report was built from.
+        consistent: ``False`` when an answer's records did not add up to the
+            ``total_tokens`` it declared (a sign it was cut off; logged as a WARNING too).
     """
 
     records: list[UsageRecord]
@@ -54,6 +56,7 @@ class UsageReport:
     start: int
     end: int
     request_ids: tuple[str, ...] = field(default=(), kw_only=True)
+    consistent: bool = field(default=True, kw_only=True)
 
     def tokens_by_model(self) -> dict[str, int]:
         """Tokens per model, largest first."""

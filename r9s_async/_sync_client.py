@@ -8,7 +8,7 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -101,6 +101,7 @@ class Client:
         self._lock = threading.Lock()
         self._runner: _LoopThread | None = None
         self._closed = False
+        self._calls: set[asyncio.Task[Any]] = set()  # touched on the loop thread only
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
@@ -134,7 +135,7 @@ class Client:
         if runner is None:
             self._async._mark_closed()
             return
-        _shutdown(runner, self._async)
+        _shutdown(runner, self._async, self._calls)
 
     def usage(
         self,
@@ -187,24 +188,21 @@ class Client:
                     self._call(aclose())
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            self._check_thread()
-            runner = self._ensure_runner()
-        except BaseException:
-            coro.close()
-            raise
         outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
         finished = threading.Event()
         tasks: list[asyncio.Task[T]] = []
+        calls = self._calls
 
         def start() -> None:
-            task = runner.loop.create_task(coro)
+            task = asyncio.get_running_loop().create_task(coro)
             tasks.append(task)
+            calls.add(task)  # so that close() from another thread can cancel it
             task.add_done_callback(settle)
 
         def settle(task: asyncio.Task[T]) -> None:
+            calls.discard(task)
             if task.cancelled():
-                outcome.set_exception(ClientClosedError("the call was cancelled"))
+                outcome.set_exception(ClientClosedError("the client was closed during the call"))
             elif (error := task.exception()) is not None:
                 outcome.set_exception(error)
             else:
@@ -215,7 +213,12 @@ class Client:
             for task in tasks:
                 task.cancel()
 
-        runner.loop.call_soon_threadsafe(start)
+        try:
+            self._check_thread()
+            runner = self._ensure_runner(start)
+        except BaseException:
+            coro.close()
+            raise
         try:
             return outcome.result()
         except BaseException:
@@ -233,7 +236,9 @@ class Client:
                 "blocking here would freeze that loop. Use r9s_async.AsyncClient with await."
             )
 
-    def _ensure_runner(self) -> _LoopThread:
+    def _ensure_runner(self, start: Callable[[], None]) -> _LoopThread:
+        # Scheduling ``start`` under the lock orders it before any close(): a call either
+        # starts before the close, and is cancelled by it, or fails as closed.
         with self._lock:
             if self._closed:
                 raise ClientClosedError("this client is closed; create a new one")
@@ -245,7 +250,8 @@ class Client:
             if self._runner is None:
                 self._runner = _LoopThread(f"r9s_async.Client-{id(self):x}")
                 # A forgotten close() still closes the connections, at GC or at exit.
-                weakref.finalize(self, _shutdown, self._runner, self._async)
+                weakref.finalize(self, _shutdown, self._runner, self._async, self._calls)
+            self._runner.loop.call_soon_threadsafe(start)
             return self._runner
 
     def backfill(
@@ -279,12 +285,23 @@ async def _next(windows: AsyncIterator[UsageReport]) -> UsageReport:
     return await anext(windows)
 
 
-def _shutdown(runner: _LoopThread, client: AsyncClient) -> None:
+def _shutdown(runner: _LoopThread, client: AsyncClient, calls: set[asyncio.Task[Any]]) -> None:
     try:
         if runner.loop.is_running():
-            runner.submit(client.aclose()).result(timeout=10)
+            runner.submit(_cancel_and_close(client, calls)).result(timeout=10)
     finally:
         runner.stop()
+
+
+async def _cancel_and_close(client: AsyncClient, calls: set[asyncio.Task[Any]]) -> None:
+    # Calls still running in other threads end with ClientClosedError instead of hanging on
+    # a loop that stops under them.
+    pending = list(calls)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    await client.aclose()
 
 
 def _no_running_loop() -> bool:

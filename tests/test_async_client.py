@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from _helpers import eventually
 from yarl import URL
 
 from r9s_async import (
@@ -50,16 +51,6 @@ def make_client(base_url: str, **settings: Any) -> AsyncClient:
 def expected_records(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
     """What one unsplit call for ``[start, end]`` answers."""
     return [UsageRecord(**r) for r in api.records(start, end)]
-
-
-async def eventually(condition: Callable[[], bool], *, within: float = 5.0) -> None:
-    """Poll until ``condition()`` holds; fail if it does not within ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"still not true after {within}s")
-        await asyncio.sleep(0.005)
 
 
 def only_this_task_left() -> bool:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from _helpers import eventually
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,16 +27,6 @@ D0 = 20_000 * DAY
 
 def make_client(base_url: str, **settings: Any) -> AsyncClient:
     return AsyncClient(TEST_API_KEY, base_url=base_url, **settings)
-
-
-async def eventually(condition: Callable[[], bool], *, within: float = 5.0) -> None:
-    """Poll until ``condition()`` holds; fail if it does not within ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"still not true after {within}s")
-        await asyncio.sleep(0.005)
 
 
 def only_this_task_left() -> bool:

@@ -11,13 +11,13 @@ import asyncio
 import gc
 import inspect
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
 import pytest
+from _helpers import eventually_sync
 from asgiref.sync import sync_to_async
 
 from r9s_async import (
@@ -46,15 +46,6 @@ def make_client(base_url: str, **settings: Any) -> Client:
 
 def expected_records(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
     return [UsageRecord(**r) for r in api.records(start, end)]
-
-
-def eventually(condition: Callable[[], bool], *, within: float = 5.0) -> None:
-    """Poll until ``condition()`` holds; fail if it does not within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {within}s")
-        time.sleep(0.005)
 
 
 def loop_threads() -> list[threading.Thread]:
@@ -184,7 +175,7 @@ def test_closing_an_unfinished_iterator_cancels_the_requests_in_flight(
             assert start == window.start
             break
         windows.close()
-        eventually(lambda: api.in_flight == 0)  # long before the 30 s answers
+        eventually_sync(lambda: api.in_flight == 0)  # long before the 30 s answers
 
 
 def test_dropping_an_unfinished_iterator_cancels_the_requests_in_flight(
@@ -198,7 +189,7 @@ def test_dropping_an_unfinished_iterator_cancels_the_requests_in_flight(
         assert start == next(windows).start
         del windows
         gc.collect()
-        eventually(lambda: api.in_flight == 0)
+        eventually_sync(lambda: api.in_flight == 0)
 
 
 # -- connections and threads ------------------------------------------------------------------
@@ -322,7 +313,7 @@ def test_closing_the_client_with_an_unfinished_iterator_leaves_nothing_running(
 
     client.close()
 
-    eventually(lambda: api.in_flight == 0)
+    eventually_sync(lambda: api.in_flight == 0)
     assert before == loop_threads()
     with pytest.raises(ClientClosedError):
         next(windows)
