@@ -64,6 +64,7 @@ _EXTERNAL_MODULES = [
     "pathlib",
     "pyarrow",
     "sqlite3",
+    "ssl",
     "types",
 ]
 nitpick_ignore_regex = [

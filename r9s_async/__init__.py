@@ -22,7 +22,7 @@ from ._exceptions import (
     ServerError,
 )
 from ._models import Balance, UsageRecord, UsageReport
-from ._store import StoredWindow, UsageStore
+from ._store import StoreConflictError, StoredWindow, UsageStore
 from ._sync_client import Client
 from ._version import __version__
 
@@ -46,6 +46,7 @@ __all__ = [
     "RateLimitError",
     "RetryEvent",
     "ServerError",
+    "StoreConflictError",
     "StoredWindow",
     "UsageRecord",
     "UsageReport",

@@ -8,6 +8,7 @@
     ├── APIConnectionError          the request did not get an HTTP answer
     │   └── APITimeoutError         ... because an attempt ran past its timeout
     ├── MalformedResponseError      an answer that is not the documented envelope/schema
+    ├── StoreConflictError          another backfill changed a day of the store meanwhile
     └── APIError                    the API answered with an error (HTTP status or meta.code)
         ├── BadRequestError         400, 422
         ├── AuthenticationError     401

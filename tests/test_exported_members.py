@@ -23,6 +23,7 @@ from r9s_async import (
     R9sError,
     RateLimitError,
     ServerError,
+    StoreConflictError,
 )
 
 
@@ -47,6 +48,7 @@ def test_the_public_names_are_pinned() -> None:
         "RateLimitError",
         "RetryEvent",
         "ServerError",
+        "StoreConflictError",
         "StoredWindow",
         "UsageRecord",
         "UsageReport",
@@ -109,6 +111,7 @@ ERRORS: list[type[R9sError]] = [
     NotFoundError,
     RateLimitError,
     ServerError,
+    StoreConflictError,
 ]
 
 
