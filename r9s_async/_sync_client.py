@@ -35,6 +35,7 @@ class _LoopThread:
     """An event loop running forever in a daemon thread, until :meth:`stop`."""
 
     def __init__(self, name: str) -> None:
+        self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -286,6 +287,8 @@ async def _next(windows: AsyncIterator[UsageReport]) -> UsageReport:
 
 
 def _shutdown(runner: _LoopThread, client: AsyncClient, calls: set[asyncio.Task[Any]]) -> None:
+    if runner.pid != os.getpid():
+        return  # a forked child: the loop thread and its sockets are the parent's
     try:
         if runner.loop.is_running():
             runner.submit(_cancel_and_close(client, calls)).result(timeout=10)

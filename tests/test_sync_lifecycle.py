@@ -87,3 +87,37 @@ def test_a_forked_child_gets_its_own_loop_and_connections(
         assert client.usage(0, 3 * 86_400).total_tokens == expected  # the parent still works
 
     assert b"\x00" == status
+
+
+FORK_AND_EXIT = textwrap.dedent(
+    """
+    import os, sys, time
+    import r9s_async
+    from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
+
+    api = FakeR9sAPI()
+    with api.serve_in_thread() as url:
+        client = r9s_async.Client(TEST_API_KEY, base_url=url)
+        client.usage(0, 86_400)
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # a normal exit: atexit handlers and finalizers run in the child
+        started = time.monotonic()
+        os.waitpid(pid, 0)
+        print(f"child exited after {time.monotonic() - started:.1f}s", flush=True)
+        client.close()
+    """
+)
+
+
+def test_a_forked_child_that_exits_does_not_wait_for_the_parents_loop_thread() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_AND_EXIT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert 0 == result.returncode, result.stderr
+    assert "child exited after 0." in result.stdout
+    assert "Traceback" not in result.stderr
