@@ -628,6 +628,10 @@ class AsyncClient:
             inflater = _Inflater(response.headers.get("Content-Encoding", ""), limit)
         except ValueError as exc:
             raise MalformedResponseError(str(exc), status=status) from None
+        if inflater.encoding == "identity" and response.content_length is not None:
+            # Size already checked; aiohttp's read() fails (ClientPayloadError) on a body shorter
+            # than its Content-Length. One read instead of a loop over chunks.
+            return await response.read()
         try:
             async for chunk in response.content.iter_chunked(_READ_CHUNK):
                 inflater.feed(chunk)

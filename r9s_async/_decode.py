@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -139,13 +140,24 @@ def decode_usage(
         APIError: An error status, or a success status whose ``meta.code`` is neither 0 nor 200.
         MalformedResponseError: Not JSON, not the envelope, or not the schema.
     """
-    data, request_id = _check(status, headers, body, redact)
+    # Decoding a window allocates a dict and a record per entry. With the cyclic collector on,
+    # every 700 allocations trigger a young collection, and as the old generations fill, full
+    # ones over every record held so far (profiled: about a third of the parse time). This step
+    # is synchronous and creates no cycles, so the collector is paused for it.
+    collecting = gc.isenabled()
+    if collecting:
+        gc.disable()
     try:
-        payload = structure(data, UsagePayload, "$.data")
-    except SchemaError as exc:
-        raise MalformedResponseError(
-            redact(str(exc)), status=status, request_id=request_id
-        ) from None
+        data, request_id = _check(status, headers, body, redact)
+        try:
+            payload = structure(data, UsagePayload, "$.data")
+        except SchemaError as exc:
+            raise MalformedResponseError(
+                redact(str(exc)), status=status, request_id=request_id
+            ) from None
+    finally:
+        if collecting:
+            gc.enable()
     return UsageAnswer(payload, request_id)
 
 
