@@ -44,12 +44,12 @@ from ._exceptions import (
     R9sError,
     RateLimitError,
 )
-from ._models import Balance, UsageRecord, UsageReport
+from ._models import Balance, UsageReport
 from ._retry import backoff_delay
 from ._throttle import Throttle
 from ._times import TimeLike, to_range
 from ._version import __version__
-from ._windows import Window, count_windows, owned_records, plan_windows
+from ._windows import Window, count_windows, merge_windows, owned_records, plan_windows
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_SIZE",
@@ -289,30 +289,11 @@ class AsyncClient:
         self._check_usable()
         if deadline is None and count_windows(first, last) == 1:
             # One window needs no fan-out: no task, no waiting, two loop turns fewer per call.
-            only = await self._fetch_window(Window(first, last, last=True), uid)
-            return UsageReport(
-                only.records,
-                only.total_tokens,
-                first,
-                last,
-                request_ids=only.request_ids,
-                consistent=only.consistent,
-            )
-        records: list[UsageRecord] = []
-        request_ids: list[str] = []
-        total = 0
-        consistent = True
-        async for window in self._fetch_windows(plan_windows(first, last), uid, deadline=deadline):
-            if not records:
-                records = window.records  # a window's list is ours: extend it, don't copy
-            else:
-                records.extend(window.records)
-            total += window.total_tokens
-            request_ids.extend(window.request_ids)
-            consistent = consistent and window.consistent
-        return UsageReport(
-            records, total, first, last, request_ids=tuple(request_ids), consistent=consistent
-        )
+            windows = [await self._fetch_window(Window(first, last, last=True), uid)]
+        else:
+            plan = plan_windows(first, last)
+            windows = [w async for w in self._fetch_windows(plan, uid, deadline=deadline)]
+        return merge_windows(first, last, windows)
 
     def iter_usage(
         self,
@@ -421,7 +402,8 @@ class AsyncClient:
         )
         returned = answer.payload.records
         returned_tokens = sum(map(_tokens_of, returned))
-        if returned_tokens != answer.payload.total_tokens:
+        consistent = returned_tokens == answer.payload.total_tokens
+        if not consistent:
             logger.warning(
                 "window %s: records add up to %d tokens but the answer declares total_tokens=%d "
                 "(request id %s); the answer may be cut off or inconsistent",
@@ -450,7 +432,7 @@ class AsyncClient:
             window.start,
             window.end,
             request_ids=(answer.request_id,),
-            consistent=returned_tokens == answer.payload.total_tokens,
+            consistent=consistent,
         )
 
     # -- one request, with retries ----------------------------------------------------------------

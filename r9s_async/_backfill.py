@@ -23,7 +23,8 @@ from asgiref.sync import sync_to_async
 from attrs import frozen
 
 from ._config import check_user_id
-from ._store import DAY, Status, StoredWindow, UsageStore
+from ._models import DAY
+from ._store import Status, StoredWindow, UsageStore
 from ._times import TimeLike, to_unix
 from ._windows import Window
 

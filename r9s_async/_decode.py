@@ -5,14 +5,16 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from ._converter import Meta, SchemaError, UsagePayload, structure
 from ._exceptions import APIError, MalformedResponseError, api_error_class
 from ._models import Balance
 from ._retry import parse_retry_after
+
+T = TypeVar("T")
 
 __all__ = [
     "RETRYABLE_STATUSES",
@@ -149,12 +151,7 @@ def decode_usage(
         gc.disable()
     try:
         data, request_id = _check(status, headers, body, redact)
-        try:
-            payload = structure(data, UsagePayload, "$.data")
-        except SchemaError as exc:
-            raise MalformedResponseError(
-                redact(str(exc)), status=status, request_id=request_id
-            ) from None
+        payload = _structure_data(data, UsagePayload, status, request_id, redact)
     finally:
         if collecting:
             gc.enable()
@@ -164,20 +161,18 @@ def decode_usage(
 def decode_balance(status: int, headers: Mapping[str, str], body: bytes, redact: Redact) -> Balance:
     """Decode a ``/balance`` answer; see :func:`decode_usage` for the errors."""
     data, request_id = _check(status, headers, body, redact)
+    balance = _structure_data(data, Balance, status, request_id, redact)
+    return evolve(balance, request_id=request_id)
+
+
+def _structure_data(data: Any, cls: type[T], status: int, request_id: str, redact: Redact) -> T:
+    """``data`` as ``cls``, or the :class:`MalformedResponseError` that says where it differs."""
     try:
-        balance = structure(data, Balance, "$.data")
+        return structure(data, cls, "$.data")
     except SchemaError as exc:
         raise MalformedResponseError(
             redact(str(exc)), status=status, request_id=request_id
         ) from None
-    return Balance(
-        balance=balance.balance,
-        currency_code=balance.currency_code,
-        coupon_balance=balance.coupon_balance,
-        credit_limit=balance.credit_limit,
-        total_coupon_amount=balance.total_coupon_amount,
-        request_id=request_id,
-    )
 
 
 def is_retryable(error: APIError) -> bool:

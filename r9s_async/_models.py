@@ -11,7 +11,8 @@ from attrs import field, frozen
 
 __all__ = ["Balance", "UsageRecord", "UsageReport"]
 
-_DAY = 86_400
+DAY = 86_400
+"""Seconds in a UTC day: every UTC midnight is a multiple of it."""
 
 
 @frozen
@@ -69,7 +70,7 @@ class UsageReport:
         """Tokens per UTC day, in day order."""
         totals: dict[date, int] = {}
         for record in self.records:
-            day = _utc_day(record.timestamp)
+            day = utc_day(record.timestamp)
             totals[day] = totals.get(day, 0) + record.tokens
         return dict(sorted(totals.items()))
 
@@ -77,7 +78,7 @@ class UsageReport:
         """Tokens per (UTC day, model), in day order then model order."""
         totals: dict[tuple[date, str], int] = {}
         for record in self.records:
-            key = (_utc_day(record.timestamp), record.model)
+            key = (utc_day(record.timestamp), record.model)
             totals[key] = totals.get(key, 0) + record.tokens
         return dict(sorted(totals.items()))
 
@@ -105,8 +106,9 @@ class UsageReport:
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
-def _utc_day(timestamp: int) -> date:
-    return date.fromordinal(_EPOCH_ORDINAL + timestamp // _DAY)
+def utc_day(timestamp: int) -> date:
+    """The UTC date that Unix second ``timestamp`` falls on."""
+    return date.fromordinal(_EPOCH_ORDINAL + timestamp // DAY)
 
 
 @frozen

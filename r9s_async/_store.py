@@ -33,16 +33,14 @@ from attrs import frozen
 
 from ._config import check_user_id
 from ._exceptions import R9sError
-from ._models import UsageRecord
+from ._models import DAY, UsageRecord, utc_day
 from ._times import TimeLike, to_unix
 
 __all__ = ["SCHEMA_VERSION", "StoredWindow", "UsageStore", "import_optional"]
 
 SCHEMA_VERSION = 1
-DAY = 86_400
 _APPLICATION_ID = 0x72397375  # "r9su": marks the file as ours
 _BATCH = 5_000
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _FAR_FUTURE = 1 << 62
 
 _SCHEMA = """
@@ -100,7 +98,7 @@ class StoredWindow:
     @property
     def day(self) -> date:
         """The UTC day this window belongs to."""
-        return _utc_day(self.start)
+        return utc_day(self.start)
 
 
 class StoreConflictError(R9sError):
@@ -112,10 +110,6 @@ class _Unchecked:
 
 
 _UNCHECKED = _Unchecked()
-
-
-def _utc_day(timestamp: int) -> date:
-    return date.fromordinal(_EPOCH_ORDINAL + timestamp // DAY)
 
 
 def import_optional(name: str, extra: str) -> ModuleType:
@@ -326,7 +320,7 @@ class UsageStore:
     ) -> dict[date, int]:
         """Tokens per UTC day in ``[start, end)``, in day order."""
         rows = self._aggregate("day, sum(tokens)", "GROUP BY day ORDER BY day", start, end, user_id)
-        return {_utc_day(day): total for day, total in rows}
+        return {utc_day(day): total for day, total in rows}
 
     def tokens_by_day_and_model(
         self,
@@ -343,7 +337,7 @@ class UsageStore:
             end,
             user_id,
         )
-        return {(_utc_day(day), model): total for day, model, total in rows}
+        return {(utc_day(day), model): total for day, model, total in rows}
 
     # -- exports ------------------------------------------------------------------------------
 
@@ -490,7 +484,7 @@ class UsageStore:
                     )
                     if (tuple(row) if row is not None else None) != expected:
                         raise StoreConflictError(
-                            f"another writer changed day {_utc_day(day)} of {self._path!r} "
+                            f"another writer changed day {utc_day(day)} of {self._path!r} "
                             "while this backfill was fetching it; nothing of this day was "
                             "written: run the backfill again"
                         )

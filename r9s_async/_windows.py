@@ -16,11 +16,9 @@ from operator import attrgetter, le
 
 from attrs import frozen
 
-from ._models import UsageRecord, UsageReport
+from ._models import DAY, UsageRecord, UsageReport
 
 __all__ = ["DAY", "Window", "count_windows", "merge_windows", "owned_records", "plan_windows"]
-
-DAY = 86_400
 
 
 @frozen
@@ -91,24 +89,27 @@ def owned_records(window: Window, records: list[UsageRecord]) -> list[UsageRecor
             all_owned = False
     kept = records if all_owned else [r for r in records if window.owns(r.timestamp)]
     if not in_order:
-        kept = sorted(kept, key=_timestamp)  # stable: server order kept within a second
+        kept = sorted(kept, key=_timestamp_of)  # stable: server order kept within a second
     return kept
 
 
 _timestamp_of = attrgetter("timestamp")
 
 
-def _timestamp(record: UsageRecord) -> int:
-    return record.timestamp
-
-
 def merge_windows(start: int, end: int, windows: Iterable[UsageReport]) -> UsageReport:
-    """Concatenate per-window reports (already owned and ordered) into one report."""
+    """Concatenate per-window reports (already owned and ordered) into one report.
+
+    The result is ``consistent`` only if every window was.
+    """
     records: list[UsageRecord] = []
     request_ids: list[str] = []
     total = 0
+    consistent = True
     for report in windows:
         records.extend(report.records)
         total += report.total_tokens
         request_ids.extend(report.request_ids)
-    return UsageReport(records, total, start, end, request_ids=tuple(request_ids))
+        consistent = consistent and report.consistent
+    return UsageReport(
+        records, total, start, end, request_ids=tuple(request_ids), consistent=consistent
+    )
