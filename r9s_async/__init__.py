@@ -21,7 +21,7 @@ from ._exceptions import (
     RateLimitError,
     ServerError,
 )
-from ._models import Balance, UsageRecord, UsageReport
+from ._models import Account, Balance, UsageRecord, UsageReport
 from ._store import StoreConflictError, StoredWindow, UsageStore
 from ._sync_client import Client
 from ._version import __version__
@@ -30,6 +30,7 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
+    "Account",
     "AsyncClient",
     "AuthenticationError",
     "BackfillProgress",

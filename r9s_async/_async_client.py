@@ -44,7 +44,7 @@ from ._exceptions import (
     R9sError,
     RateLimitError,
 )
-from ._models import Balance, UsageReport
+from ._models import Account, Balance, UsageReport
 from ._retry import backoff_delay
 from ._throttle import Throttle
 from ._times import TimeLike, to_range
@@ -216,6 +216,11 @@ class AsyncClient:
     def base_url(self) -> str:
         """The API root this client talks to."""
         return str(self._base_url)
+
+    @property
+    def account(self) -> Account:
+        """Whose data this client reads: its base URL and the fingerprint of its key."""
+        return Account(str(self._base_url), self._key.fingerprint(str(self._base_url)))
 
     async def __aenter__(self) -> Self:
         self._check_usable()

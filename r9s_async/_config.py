@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from collections.abc import Iterator, Mapping
@@ -47,6 +48,21 @@ class ApiKey:
     def redact(self, text: str) -> str:
         """``text`` with every occurrence of the key replaced by ``[redacted]``."""
         return text.replace(self.__value, _REDACTED) if self.__value in text else text
+
+    def fingerprint(self, base_url: str) -> str:
+        """A short, stable name for the account this key opens at ``base_url``.
+
+        The first 16 hex digits (64 bits) of a domain-separated SHA-256 over the base URL and
+        the key. A management key holds 256 random bits, so the fingerprint cannot be turned
+        back into the key; the same key at another base URL (staging, production) is another
+        account, with another fingerprint.
+        """
+        digest = hashlib.sha256()
+        digest.update(b"r9s_async account v1\x00")
+        digest.update(base_url.rstrip("/").encode())
+        digest.update(b"\x00")
+        digest.update(self.__value.encode())
+        return digest.hexdigest()[:16]
 
     def authorization(self) -> str:
         """The ``Authorization`` header value. Call it only where aiohttp needs it."""

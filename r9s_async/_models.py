@@ -9,10 +9,31 @@ from typing import Any
 
 from attrs import field, frozen
 
-__all__ = ["Balance", "UsageRecord", "UsageReport"]
+__all__ = ["Account", "Balance", "UsageRecord", "UsageReport"]
 
 DAY = 86_400
 """Seconds in a UTC day: every UTC midnight is a multiple of it."""
+
+
+@frozen
+class Account:
+    """Whose numbers these are: an API root and a fingerprint of the key used there.
+
+    Attributes:
+        base_url: The API root, for example the public endpoint or a staging one.
+        fingerprint: 16 hex digits derived from the base URL and the key; the key cannot be
+            recovered from it.
+        name: A readable name the user gave the account, if any.
+    """
+
+    base_url: str
+    fingerprint: str
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The name when there is one, else the fingerprint: what reports and exports show."""
+        return self.name or self.fingerprint
 
 
 @frozen

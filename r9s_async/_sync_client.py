@@ -23,7 +23,7 @@ from ._backfill import (
     StoreLike,
 )
 from ._exceptions import ClientClosedError
-from ._models import Balance, UsageReport
+from ._models import Account, Balance, UsageReport
 from ._times import TimeLike
 
 __all__ = ["Client"]
@@ -112,6 +112,11 @@ class Client:
     def base_url(self) -> str:
         """The API root this client talks to."""
         return self._async.base_url
+
+    @property
+    def account(self) -> Account:
+        """Whose data this client reads: its base URL and the fingerprint of its key."""
+        return self._async.account
 
     def __enter__(self) -> Self:
         if self._closed:

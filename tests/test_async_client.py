@@ -735,3 +735,13 @@ async def test_a_redirect_loop_ends_in_an_error(api: FakeR9sAPI, base_url: str) 
             await client.balance()
 
     assert len(api.requests) < 10
+
+
+def test_a_client_names_its_account_by_base_url_and_key_fingerprint() -> None:
+    client = AsyncClient(TEST_API_KEY, base_url="http://127.0.0.1:1/api")
+    other = AsyncClient("sk_mg_" + "f" * 64, base_url="http://127.0.0.1:1/api")
+    assert "http://127.0.0.1:1/api" == client.account.base_url
+    assert client.account == AsyncClient(TEST_API_KEY, base_url="http://127.0.0.1:1/api").account
+    assert client.account.fingerprint != other.account.fingerprint
+    assert client.account.fingerprint == client.account.label
+    assert TEST_API_KEY not in repr(client.account)

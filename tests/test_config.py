@@ -324,3 +324,16 @@ def test_zero_may_be_allowed_for_a_setting() -> None:
 
     with pytest.raises(ValueError, match=r"latency must be >= 0"):
         check_positive("latency", -0.5, allow_zero=True)
+
+
+def test_a_key_fingerprint_is_stable_short_hex_and_differs_per_base_url() -> None:
+    key = ApiKey("sk_mg_" + "ab" * 32)
+    prod = key.fingerprint("https://portal-api.r9s.ai/api/v1/portal/management")
+    assert prod == key.fingerprint("https://portal-api.r9s.ai/api/v1/portal/management/")
+    assert 16 == len(prod)
+    assert set(prod) <= set("0123456789abcdef")
+    assert prod != key.fingerprint("https://staging.example/api/v1/portal/management")
+    assert prod != ApiKey("sk_mg_" + "cd" * 32).fingerprint(
+        "https://portal-api.r9s.ai/api/v1/portal/management"
+    )
+    assert "ab" * 8 not in prod

@@ -32,6 +32,7 @@ def test_the_public_names_are_pinned() -> None:
         "APIConnectionError",
         "APIError",
         "APITimeoutError",
+        "Account",
         "AsyncClient",
         "AuthenticationError",
         "BackfillProgress",
