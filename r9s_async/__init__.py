@@ -4,7 +4,7 @@ Long ranges are fetched as UTC-day windows, concurrently, and merged exactly: th
 what one unsplit call would answer, whichever way the server treats ``end_time``.
 """
 
-from ._async_client import AsyncClient, RetryEvent
+from ._async_client import AsyncClient
 from ._backfill import BackfillProgress, BackfillResult
 from ._exceptions import (
     APIConnectionError,
@@ -20,9 +20,11 @@ from ._exceptions import (
     R9sError,
     RateLimitError,
     ServerError,
+    StoreConflictError,
 )
 from ._models import Account, Balance, UsageRecord, UsageReport
-from ._store import StoreConflictError, StoredWindow, UsageStore
+from ._retry import RetryEvent
+from ._store import StoredWindow, UsageStore
 from ._sync_client import Client
 from ._version import __version__
 
@@ -54,3 +56,10 @@ __all__ = [
     "UsageStore",
     "__version__",
 ]
+
+# Tracebacks, reprs and the docs name the public path, not the private module (as httpx does).
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

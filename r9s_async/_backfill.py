@@ -14,22 +14,19 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from asgiref.sync import sync_to_async
 from attrs import frozen
 
 from ._config import check_user_id
-from ._models import DAY
+from ._models import UsageReport
 from ._store import Status, StoredWindow, UsageStore
-from ._times import TimeLike, to_unix
+from ._times import DAY, TimeLike, day_start, to_half_open
 from ._windows import Window
-
-if TYPE_CHECKING:
-    from ._async_client import AsyncClient
 
 __all__ = [
     "DEFAULT_REFRESH_RECENT",
@@ -38,6 +35,7 @@ __all__ = [
     "Duration",
     "ProgressCallback",
     "StoreLike",
+    "WindowSource",
     "plan_backfill",
     "run_backfill",
 ]
@@ -106,6 +104,22 @@ ProgressCallback: TypeAlias = "Callable[[BackfillProgress], None]"
 """Called after each stored window (and once at the start) with a :class:`BackfillProgress`."""
 
 
+class WindowSource(Protocol):
+    """What a backfill needs of a client: planned windows fetched, and a count of retries."""
+
+    @property
+    def retries(self) -> int:
+        """Requests retried so far, by every call of the client."""
+
+    def check_usable(self) -> None:
+        """Raise :class:`ClientClosedError` if the client is closed."""
+
+    def fetch_windows(
+        self, plan: Iterator[Window], user_id: str | None
+    ) -> AsyncGenerator[UsageReport, None]:
+        """The reports of ``plan``'s windows in plan order, each owning ``[start, end)``."""
+
+
 def plan_backfill(
     start: int,
     end: int,
@@ -133,7 +147,7 @@ def plan_backfill(
     """
     windows: list[Window] = []
     skipped = 0
-    for day in range(start - start % DAY, end, DAY):
+    for day in range(day_start(start), end, DAY):
         a, b = max(start, day), min(end, day + DAY)
         if a >= b:
             continue
@@ -170,7 +184,7 @@ def _seconds(refresh_recent: object) -> float:
 
 
 async def run_backfill(
-    client: AsyncClient,
+    client: WindowSource,
     start: TimeLike,
     end: TimeLike,
     *,
@@ -180,21 +194,17 @@ async def run_backfill(
     progress: ProgressCallback | None,
 ) -> BackfillResult:
     """The body of :meth:`AsyncClient.backfill`."""
-    first = to_unix(start, "start", round_up=True)
-    # The end is exclusive, so a fractional end keeps the whole second it falls in.
-    last = to_unix(end, "end", round_up=True)
-    if last < first:
-        raise ValueError(f"end ({last}) is before start ({first})")
+    first, last = to_half_open(start, end)
     uid = check_user_id(user_id)
     recent = _seconds(refresh_recent)
     if not isinstance(db, UsageStore | str | os.PathLike):
         raise TypeError(f"db must be a path or a UsageStore, not {type(db).__name__}")
     if progress is not None and not callable(progress):
         raise TypeError("progress must be callable")
-    client._check_usable()
+    client.check_usable()
     scope = uid or ""
     started = time.time()
-    retries_before = client._retry_count
+    retries_before = client.retries
 
     # The store is plain sqlite3, whose calls block. asgiref's sync_to_async runs each one on
     # this backfill's own single thread, so the backfill uses the connection from that thread
@@ -226,14 +236,14 @@ async def run_backfill(
 
         def report() -> None:
             if progress is not None:
-                retries = client._retry_count - retries_before
+                retries = client.retries - retries_before
                 progress(BackfillProgress(done, total, skipped, records, tokens, retries))
 
         report()
         replace_window = on_store_thread(store.replace_window)
         windows: Iterator[Window] = iter(plan)
         # Closed on the way out, so a failing write or progress callback stops the fetches.
-        async with contextlib.aclosing(client._fetch_windows(windows, uid)) as answers:
+        async with contextlib.aclosing(client.fetch_windows(windows, uid)) as answers:
             async for answer in answers:
                 await replace_window(
                     scope,
@@ -248,7 +258,7 @@ async def run_backfill(
                     fetched_at=int(time.time()),
                     request_id=answer.request_ids[0] if answer.request_ids else None,
                     # Refused if another backfill rewrote this day meanwhile (no lost rows).
-                    previous=stored.get(answer.start - answer.start % DAY),
+                    previous=stored.get(day_start(answer.start)),
                 )
                 done += 1
                 records += len(answer.records)
@@ -269,5 +279,5 @@ async def run_backfill(
         skipped,
         records,
         tokens,
-        client._retry_count - retries_before,
+        client.retries - retries_before,
     )

@@ -26,8 +26,9 @@ from ._backfill import BackfillProgress, BackfillResult
 from ._config import check_user_id
 from ._exceptions import ConfigurationError, R9sError
 from ._models import Balance, UsageReport
-from ._store import UsageStore, import_optional
-from ._times import to_unix
+from ._optional import import_optional
+from ._store import UsageStore
+from ._times import DAY, to_unix
 
 __all__ = ["main"]
 
@@ -40,7 +41,7 @@ TIME_HELP = (
     "or Unix seconds (1735689600)."
 )
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
 _PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 _BAR_REDRAW_EVERY = 0.1
 
@@ -117,12 +118,26 @@ def _seconds(value: int | datetime, name: str, *, round_up: bool) -> int:
         raise UsageError(f"--{name}: {exc}") from None
 
 
-def _range(args: argparse.Namespace, *, exclusive_end: bool) -> tuple[int, int]:
+def _range(args: argparse.Namespace) -> tuple[int, int]:
+    """``--start`` and ``--end`` of a closed range: the end rounds down."""
     start = _seconds(args.start, "start", round_up=True)
-    end = _seconds(args.end, "end", round_up=exclusive_end)
+    end = _seconds(args.end, "end", round_up=False)
+    _check_order(start, end)
+    return start, end
+
+
+def _half_open(args: argparse.Namespace) -> tuple[int | None, int]:
+    """``--start`` (if given) and ``--end`` of a half-open range: the end rounds up."""
+    start = None if args.start is None else _seconds(args.start, "start", round_up=True)
+    end = _seconds(args.end, "end", round_up=True)
+    if start is not None:
+        _check_order(start, end)
+    return start, end
+
+
+def _check_order(start: int, end: int) -> None:
     if end < start:
         raise UsageError(f"--end ({_iso(end)}) is before --start ({_iso(start)})")
-    return start, end
 
 
 def _client(args: argparse.Namespace, **options: Any) -> AsyncClient:
@@ -304,7 +319,7 @@ def _output(path: str | None, *, binary: bool) -> Iterator[IO[Any]]:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    start, end = _range(args, exclusive_end=False)
+    start, end = _range(args)
     client = _client(args)
 
     async def fetch() -> UsageReport:
@@ -374,7 +389,9 @@ def _backfill(
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    start, end = _range(args, exclusive_end=True)
+    first, end = _half_open(args)
+    assert first is not None  # --start is required here
+    start = first
     folder = os.path.dirname(os.path.abspath(args.db))
     if not os.path.isdir(folder):
         raise UsageError(f"--db: there is no folder {folder}")
@@ -394,10 +411,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    start = None if args.start is None else _seconds(args.start, "start", round_up=True)
-    end = _seconds(args.end, "end", round_up=True)
-    if start is not None and end < start:
-        raise UsageError(f"--end ({_iso(end)}) is before --start ({_iso(start)})")
+    start, end = _half_open(args)
     if args.format == "parquet":
         try:
             import_optional("pyarrow", "parquet")
@@ -440,7 +454,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         client = AsyncClient(TEST_API_KEY, base_url=base_url)
-        _backfill(client, start, end, db=db, user_id=None, refresh_recent=86_400)
+        _backfill(client, start, end, db=db, user_id=None, refresh_recent=DAY)
         with UsageStore(db, create=False) as store:
             by_model = store.tokens_by_model(start, end)
         total = sum(by_model.values())
@@ -574,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--refresh-recent",
         type=parse_duration,
-        default=86_400.0,
+        default=float(DAY),
         metavar="DURATION",
         help="fetch again windows that ended less than this long ago, since their usage may "
         "still change: seconds, or 30m, 12h, 1d, 1w (default: 1d)",

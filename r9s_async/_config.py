@@ -16,6 +16,9 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "ApiKey",
     "AuthHeaders",
+    "check_deadline",
+    "check_int",
+    "check_positive",
     "check_user_id",
     "resolve_api_key",
     "resolve_base_url",
@@ -208,3 +211,17 @@ def check_positive(name: str, value: object, *, allow_zero: bool = False) -> Non
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
     if value != value or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def check_int(name: str, value: object, *, minimum: int) -> None:
+    """Reject non-ints, booleans and ints below ``minimum`` for settings."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def check_deadline(deadline: object) -> None:
+    """Reject a ``deadline`` that is neither ``None`` nor a positive number of seconds."""
+    if deadline is not None:
+        check_positive("deadline", deadline)

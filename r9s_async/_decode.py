@@ -10,20 +10,13 @@ from typing import Any, TypeVar
 from attrs import evolve, frozen
 
 from ._converter import Meta, SchemaError, UsagePayload, structure
-from ._exceptions import APIError, MalformedResponseError, api_error_class
+from ._exceptions import MalformedResponseError, api_error_class
 from ._models import Balance
 from ._retry import parse_retry_after
 
 T = TypeVar("T")
 
-__all__ = [
-    "RETRYABLE_STATUSES",
-    "Redact",
-    "UsageAnswer",
-    "decode_balance",
-    "decode_usage",
-    "is_retryable",
-]
+__all__ = ["Redact", "UsageAnswer", "decode_balance", "decode_usage"]
 
 Redact = Callable[[str], str]
 """Removes secrets from text the server sent before it reaches an exception."""
@@ -173,13 +166,3 @@ def _structure_data(data: Any, cls: type[T], status: int, request_id: str, redac
         raise MalformedResponseError(
             redact(str(exc)), status=status, request_id=request_id
         ) from None
-
-
-def is_retryable(error: APIError) -> bool:
-    """Whether an API error is worth another attempt (transient by its status or code)."""
-    return error.status in RETRYABLE_STATUSES or (
-        200 <= error.status <= 299 and error.code in RETRYABLE_STATUSES
-    )
-
-
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

@@ -39,6 +39,7 @@ __all__ = [
     "R9sError",
     "RateLimitError",
     "ServerError",
+    "StoreConflictError",
     "api_error_class",
 ]
 
@@ -53,6 +54,10 @@ class ConfigurationError(R9sError):
 
 class ClientClosedError(R9sError, RuntimeError):
     """The client has been closed; create a new one."""
+
+
+class StoreConflictError(R9sError):
+    """Another backfill changed a day of the store while this one was fetching it."""
 
 
 def _suffix(request_id: str | None) -> str:

@@ -9,10 +9,10 @@ from typing import Any
 
 from attrs import field, frozen
 
-__all__ = ["Account", "Balance", "UsageRecord", "UsageReport"]
+from ._optional import import_optional
+from ._times import utc_day
 
-DAY = 86_400
-"""Seconds in a UTC day: every UTC midnight is a multiple of it."""
+__all__ = ["Account", "Balance", "UsageRecord", "UsageReport"]
 
 
 @frozen
@@ -109,8 +109,6 @@ class UsageReport:
         Columns: ``timestamp`` (``datetime64[s, UTC]``), ``model`` and ``tokens`` (int64),
         one row per record in report order.
         """
-        from ._store import import_optional
-
         pd = import_optional("pandas", "pandas")
         records = self.records
         return pd.DataFrame(
@@ -122,14 +120,6 @@ class UsageReport:
                 "tokens": pd.array([r.tokens for r in records], dtype="int64"),
             }
         )
-
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-
-
-def utc_day(timestamp: int) -> date:
-    """The UTC date that Unix second ``timestamp`` falls on."""
-    return date.fromordinal(_EPOCH_ORDINAL + timestamp // DAY)
 
 
 @frozen

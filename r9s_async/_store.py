@@ -17,7 +17,6 @@ holds whole windows only.
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import os
 import sqlite3
@@ -26,22 +25,22 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
-from types import ModuleType, TracebackType
+from types import TracebackType
 from typing import IO, Any, Literal, Self
 
 from attrs import frozen
 
 from ._config import check_user_id
-from ._exceptions import R9sError
-from ._models import DAY, UsageRecord, utc_day
-from ._times import TimeLike, to_unix
+from ._exceptions import StoreConflictError
+from ._models import UsageRecord
+from ._optional import import_optional
+from ._times import DAY, TimeLike, day_start, to_half_open, utc_day
 
-__all__ = ["SCHEMA_VERSION", "StoredWindow", "UsageStore", "import_optional"]
+__all__ = ["SCHEMA_VERSION", "StoredWindow", "UsageStore"]
 
 SCHEMA_VERSION = 1
 _APPLICATION_ID = 0x72397375  # "r9su": marks the file as ours
 _BATCH = 5_000
-_FAR_FUTURE = 1 << 62
 
 _SCHEMA = """
 CREATE TABLE windows (
@@ -101,26 +100,11 @@ class StoredWindow:
         return utc_day(self.start)
 
 
-class StoreConflictError(R9sError):
-    """Another backfill changed a day of the store while this one was fetching it."""
-
-
 class _Unchecked:
     """Marks a write that does not check what the day held before."""
 
 
 _UNCHECKED = _Unchecked()
-
-
-def import_optional(name: str, extra: str) -> ModuleType:
-    """Import an optional dependency, or say which extra installs it."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise ImportError(
-            f"this needs {name.partition('.')[0]}, which is not installed; "
-            f"install it with: pip install 'r9s_async[{extra}]'"
-        ) from exc
 
 
 class UsageStore:
@@ -426,7 +410,7 @@ class UsageStore:
 
     def coverage(self, scope: str, first: int, last: int) -> dict[int, StoredWindow]:
         """Stored windows of ``scope`` whose day meets ``[first, last)``, by day."""
-        first_day = first - first % DAY
+        first_day = day_start(first)
         with self._lock:
             rows = (
                 self._conn()
@@ -463,7 +447,7 @@ class UsageStore:
         Raises:
             StoreConflictError: ``previous`` no longer matches the stored day.
         """
-        day = start - start % DAY
+        day = day_start(start)
         if not day <= start <= end <= day + DAY:
             raise ValueError(f"window [{start}, {end}) is not within one UTC day")
         tokens = sum(r.tokens for r in records)
@@ -514,11 +498,7 @@ class UsageStore:
         self, start: TimeLike | None, end: TimeLike | None, user_id: str | int | None
     ) -> tuple[str, int, int]:
         scope = check_user_id(user_id) or ""
-        lo = 0 if start is None else to_unix(start, "start", round_up=True)
-        # The end is exclusive, so a fractional end keeps the whole second it falls in.
-        hi = _FAR_FUTURE if end is None else to_unix(end, "end", round_up=True)
-        if hi < lo:
-            raise ValueError(f"end ({hi}) is before start ({lo})")
+        lo, hi = to_half_open(start, end, open_ends=True)
         self._conn()
         return scope, lo, hi
 
@@ -537,7 +517,7 @@ class UsageStore:
                 .execute(
                     f"SELECT {columns} FROM records WHERE scope = ? AND day >= ? AND day < ? "
                     f"AND timestamp >= ? AND timestamp < ? {tail}",
-                    (scope, lo - lo % DAY, hi, lo, hi),
+                    (scope, day_start(lo), hi, lo, hi),
                 )
                 .fetchall()
             )
@@ -560,7 +540,7 @@ class UsageStore:
                 "SELECT timestamp, model, tokens FROM records "
                 "WHERE scope = ? AND day >= ? AND day < ? "
                 "AND timestamp >= ? AND timestamp < ? ORDER BY day, seq",
-                (scope, lo - lo % DAY, hi, lo, hi),
+                (scope, day_start(lo), hi, lo, hi),
             )
             while batch := cursor.fetchmany(_BATCH):
                 yield from batch

@@ -12,9 +12,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import aiohttp
-
-from ._async_client import DEFAULT_MAX_RESPONSE_SIZE, AsyncClient, RetryHook
+from ._async_client import AsyncClient
 from ._backfill import (
     DEFAULT_REFRESH_RECENT,
     BackfillResult,
@@ -24,7 +22,9 @@ from ._backfill import (
 )
 from ._exceptions import ClientClosedError
 from ._models import Account, Balance, UsageReport
+from ._retry import RetryHook
 from ._times import TimeLike
+from ._transport import DEFAULT_MAX_RESPONSE_SIZE, ClientSession
 
 __all__ = ["Client"]
 
@@ -77,7 +77,7 @@ class Client:
         timeout: float = 30.0,
         max_retries: int = 3,
         max_concurrency: int = 8,
-        session: aiohttp.ClientSession | None = None,
+        session: ClientSession | None = None,
         max_rate: float | None = None,
         trust_env: bool = False,
         on_retry: RetryHook | None = None,
@@ -139,7 +139,7 @@ class Client:
             self._closed = True
             runner, self._runner = self._runner, None
         if runner is None:
-            self._async._mark_closed()
+            _close_unopened(self._async)
             return
         _shutdown(runner, self._async, self._calls)
 
@@ -249,9 +249,9 @@ class Client:
             if self._closed:
                 raise ClientClosedError("this client is closed; create a new one")
             if self._pid != os.getpid():
-                # A forked child has no loop thread and must not touch the parent's sockets.
+                # A forked child has no loop thread and must not touch the parent's sockets
+                # (the AsyncClient notices the fork itself and leaves its session alone).
                 self._runner = None
-                self._async._forget_session()
                 self._pid = os.getpid()
             if self._runner is None:
                 self._runner = _LoopThread(f"r9s_async.Client-{id(self):x}")
@@ -310,6 +310,18 @@ async def _cancel_and_close(client: AsyncClient, calls: set[asyncio.Task[Any]]) 
     if pending:
         await asyncio.wait(pending)
     await client.aclose()
+
+
+def _close_unopened(client: AsyncClient) -> None:
+    # A client that never ran a call has no session, so its aclose() finishes without ever
+    # suspending: it needs no event loop, and close() may run where none can be started.
+    closing = client.aclose()
+    try:
+        closing.send(None)
+    except StopIteration:
+        return
+    closing.close()
+    raise RuntimeError("aclose() of a client without a session suspended")
 
 
 def _no_running_loop() -> bool:

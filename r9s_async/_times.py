@@ -1,15 +1,31 @@
-"""Turning the times users pass into whole Unix seconds, or a clear error."""
+"""Turning the times users pass into whole Unix seconds, or a clear error; UTC days. Pure."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-__all__ = ["TimeLike", "to_range", "to_unix"]
+__all__ = [
+    "DAY",
+    "UNBOUNDED",
+    "TimeLike",
+    "day_start",
+    "to_half_open",
+    "to_range",
+    "to_unix",
+    "utc_day",
+]
 
 TimeLike = int | datetime | date
 """What the time arguments accept: Unix seconds, an aware ``datetime`` or a ``date``."""
 
+DAY = 86_400
+"""Seconds in a UTC day: every UTC midnight is a multiple of it."""
+
+UNBOUNDED = 1 << 62
+"""The end :func:`to_half_open` gives an open-ended range: later than any time it accepts."""
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _SECOND = timedelta(seconds=1)
 _MAX = 253_402_300_799  # 9999-12-31T23:59:59Z
 
@@ -40,7 +56,7 @@ def to_unix(value: object, name: str, *, round_up: bool = False) -> int:
         seconds, rest = divmod(value - _EPOCH, _SECOND)
         value = seconds + (1 if round_up and rest else 0)
     elif isinstance(value, date):
-        value = (value - date(1970, 1, 1)).days * 86_400
+        value = (value - date(1970, 1, 1)).days * DAY
     if value < 0:
         raise ValueError(f"{name} must be >= 0 (1970-01-01T00:00:00Z or later), got {value}")
     if value > _MAX:
@@ -66,6 +82,38 @@ def to_range(start: object, end: object) -> tuple[int, int]:
             )
         raise ValueError(f"end ({last}) is before start ({first})")
     return first, last
+
+
+def to_half_open(start: object, end: object, *, open_ends: bool = False) -> tuple[int, int]:
+    """Validate a half-open ``[start, end)`` pair; see :func:`to_unix`.
+
+    Both bounds round up: the end is exclusive, so a fractional end keeps the whole second it
+    falls in.
+
+    Args:
+        start: The first second.
+        end: The exclusive end.
+        open_ends: Let ``None`` stand for an open end: ``0`` for ``start``,
+            :data:`UNBOUNDED` for ``end``.
+
+    Raises:
+        ValueError: ``end`` is before ``start``.
+    """
+    first = 0 if open_ends and start is None else to_unix(start, "start", round_up=True)
+    last = UNBOUNDED if open_ends and end is None else to_unix(end, "end", round_up=True)
+    if last < first:
+        raise ValueError(f"end ({last}) is before start ({first})")
+    return first, last
+
+
+def day_start(timestamp: int) -> int:
+    """The UTC midnight (Unix seconds) that begins the day ``timestamp`` falls on."""
+    return timestamp - timestamp % DAY
+
+
+def utc_day(timestamp: int) -> date:
+    """The UTC date that Unix second ``timestamp`` falls on."""
+    return date.fromordinal(_EPOCH_ORDINAL + timestamp // DAY)
 
 
 def _since_epoch(value: object) -> timedelta:

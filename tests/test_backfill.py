@@ -30,7 +30,7 @@ from r9s_async import (
     UsageStore,
 )
 from r9s_async._backfill import plan_backfill
-from r9s_async._windows import DAY
+from r9s_async._times import DAY
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 D0 = 20_000 * DAY  # 2024-10-04, a UTC midnight

@@ -20,7 +20,8 @@ from r9s_async import (
     ServerError,
     UsageRecord,
 )
-from r9s_async._decode import decode_balance, decode_usage, is_retryable
+from r9s_async._decode import decode_balance, decode_usage
+from r9s_async._retry import is_retryable
 
 KEY = "sk_mg_" + "ab12" * 16
 RID = "CffamfvUaPO1NqCuE6k8Ef9eoUTQr13C"

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from r9s_async import AsyncClient, Client, UsageRecord
-from r9s_async._windows import DAY, count_windows, plan_windows
+from r9s_async._times import DAY
+from r9s_async._windows import count_windows, plan_windows
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
 
 D0 = 20_000 * DAY  # a UTC midnight (2024-10-04); the property ranges over the ~10 days after it

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from r9s_async import Balance, Client, R9sError, UsageRecord, UsageReport
-from r9s_async._async_client import _CutShort, _Inflater, _TooLarge
+from r9s_async._body import CutShort, Inflater, TooLarge
 from r9s_async._decode import UsageAnswer, decode_balance, decode_usage
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
@@ -222,7 +222,7 @@ def chunks(data: bytes, cuts: list[int]) -> Iterator[bytes]:
         start = point
 
 
-def read_all(inflater: _Inflater, body: bytes) -> bytes:
+def read_all(inflater: Inflater, body: bytes) -> bytes:
     inflater.feed(body)
     return inflater.finish()
 
@@ -236,7 +236,7 @@ cut_points = st.lists(st.integers(min_value=0, max_value=5000), max_size=6)
 def test_a_body_reads_back_exactly_however_it_was_chunked(
     data: bytes, coding: str, cuts: list[int]
 ) -> None:
-    inflater = _Inflater(coding, limit=10_000)
+    inflater = Inflater(coding, limit=10_000)
     for chunk in chunks(compress(data, coding), cuts):
         inflater.feed(chunk)
 
@@ -250,19 +250,19 @@ def test_a_compressed_body_cut_anywhere_is_never_data(data: bytes, coding: str) 
     for end in {0, 1, len(compressed) // 2, len(compressed) - 1}:
         if end == 0:
             continue
-        inflater = _Inflater(coding, limit=10_000)
-        with pytest.raises((_CutShort, zlib.error)):
+        inflater = Inflater(coding, limit=10_000)
+        with pytest.raises((CutShort, zlib.error)):
             read_all(inflater, compressed[:end])
 
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.binary(max_size=500), coding=codings)
 def test_any_bytes_read_back_or_fail_in_a_known_way(data: bytes, coding: str) -> None:
-    inflater = _Inflater(coding, limit=1_000)
+    inflater = Inflater(coding, limit=1_000)
     try:
         inflater.feed(data)
         out = inflater.finish()
-    except (_CutShort, _TooLarge, zlib.error):
+    except (CutShort, TooLarge, zlib.error):
         return
     assert len(out) <= 1_000
 
@@ -270,11 +270,11 @@ def test_any_bytes_read_back_or_fail_in_a_known_way(data: bytes, coding: str) ->
 @settings(max_examples=100, deadline=None)
 @given(data=st.binary(min_size=1, max_size=3000), coding=codings, limit=st.integers(0, 3000))
 def test_no_body_over_the_limit_is_ever_returned(data: bytes, coding: str, limit: int) -> None:
-    inflater = _Inflater(coding, limit=limit)
+    inflater = Inflater(coding, limit=limit)
     try:
         inflater.feed(compress(data, coding))
         out = inflater.finish()
-    except _TooLarge:
+    except TooLarge:
         assert len(data) > limit
         return
     assert (data, True) == (out, len(out) <= limit)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from r9s_async import StoredWindow, UsageRecord, UsageReport, UsageStore
-from r9s_async._store import SCHEMA_VERSION, StoreConflictError
+from r9s_async import StoreConflictError, StoredWindow, UsageRecord, UsageReport, UsageStore
+from r9s_async._store import SCHEMA_VERSION
 
 pq = importlib.import_module("pyarrow.parquet")  # the `parquet` extra; untyped
 

@@ -1,0 +1,246 @@
+"""The HTTP transport: the only module of the client that imports aiohttp.
+
+One ``get(path, params)`` gives ``(status, headers, body)``. The session is made lazily inside
+the running loop (a connector binds the loop that made it); a borrowed one is never closed.
+Same-origin redirects are followed by hand, the body is read within ``max_response_size``,
+and every aiohttp and timeout error is mapped to ours here, outside the ``except`` block, so
+no aiohttp exception (whose ``request_info`` carries the headers) is chained to ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import zlib
+from collections.abc import Mapping
+
+import aiohttp
+from aiohttp import ClientSession
+from yarl import URL
+
+from ._body import CutShort, Inflater, TooLarge, body_error, too_large
+from ._config import ApiKey, AuthHeaders
+from ._decode import Redact
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ClientClosedError,
+    MalformedResponseError,
+    R9sError,
+)
+from ._version import __version__
+
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_SIZE",
+    "USER_AGENT",
+    "ClientSession",
+    "Transport",
+    "check_session",
+]
+
+USER_AGENT = (
+    f"r9s_async/{__version__} aiohttp/{aiohttp.__version__} Python/{platform.python_version()}"
+)
+DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
+_READ_CHUNK = 64 * 1024
+_MAX_REDIRECTS = 3
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+Answer = tuple[int, Mapping[str, str], bytes]
+
+
+def check_session(session: object, trust_env: object) -> None:
+    """Reject a ``session`` that is not an aiohttp one, and ``trust_env`` it cannot honour.
+
+    Raises:
+        TypeError: ``session`` is not a :class:`aiohttp.ClientSession`, or ``trust_env`` not
+            a bool.
+        ValueError: ``trust_env=True`` with a borrowed session.
+    """
+    if session is not None and not isinstance(session, ClientSession):
+        raise TypeError(f"session must be an aiohttp.ClientSession, not {type(session).__name__}")
+    if not isinstance(trust_env, bool):
+        raise TypeError(f"trust_env must be a bool, not {type(trust_env).__name__}")
+    if trust_env and session is not None:
+        raise ValueError(
+            "trust_env=True cannot apply to a borrowed session: the injected session's own "
+            "trust_env setting applies (create it with aiohttp.ClientSession(trust_env=True))"
+        )
+
+
+class Transport:
+    """GET requests to one API root with one key, over a session made or borrowed.
+
+    Args:
+        base_url: The API root.
+        key: The key, rendered into the ``Authorization`` header only when aiohttp copies it.
+        timeout: Seconds one ``get`` may take, redirects included.
+        connections: Most connections the session it makes may open.
+        max_response_size: Bytes one answer may have once decompressed.
+        trust_env: Whether the session it makes uses proxies and ``.netrc``.
+        session: A session to borrow; never closed here.
+    """
+
+    def __init__(
+        self,
+        base_url: URL,
+        key: ApiKey,
+        *,
+        timeout: float,
+        connections: int,
+        max_response_size: int,
+        trust_env: bool,
+        session: ClientSession | None,
+    ) -> None:
+        self._base_url = base_url
+        self._origin = base_url.origin()
+        self._redact: Redact = key.redact
+        self._headers = AuthHeaders(
+            key,
+            {
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                # Only what we decompress ourselves: see _read_body.
+                "Accept-Encoding": "gzip, deflate",
+            },
+        )
+        self._timeout = timeout
+        self._connections = connections
+        self._max_response_size = max_response_size
+        self._trust_env = trust_env
+        self._session = session
+        self._owns_session = session is None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def opened(self) -> bool:
+        """Whether a session is at hand (borrowed, or made and not yet closed)."""
+        return self._session is not None
+
+    def open(self) -> None:
+        """Bind the running loop and make the session if there is none yet.
+
+        Raises:
+            RuntimeError: The transport was first used in another event loop.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError(
+                "this AsyncClient was first used in another event loop; an aiohttp session "
+                "belongs to one loop, so create one client per loop (or use r9s_async.Client)"
+            )
+        if self._session is None:
+            self._session = ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections),
+                timeout=aiohttp.ClientTimeout(total=None),
+                trust_env=self._trust_env,
+            )
+
+    async def close(self) -> None:
+        """Close the session it made; forget a borrowed one without closing it."""
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    def forget(self) -> None:
+        """After ``fork()``: drop the parent's session and loop without touching them."""
+        if self._owns_session:
+            self._session = None
+        self._loop = None
+
+    async def get(self, path: str, params: Mapping[str, str]) -> Answer:
+        """One GET of ``path``: ``(status, headers, body)``, within the ``timeout``.
+
+        Raises:
+            APITimeoutError: No complete answer within ``timeout``.
+            APIConnectionError: No usable HTTP answer (including a corrupt or cut-off body).
+            APIError: A redirect not followed.
+            MalformedResponseError: The answer is larger than ``max_response_size``.
+            ClientClosedError: The session was closed under the request.
+        """
+        session = self._session
+        if session is None:
+            raise ClientClosedError("the client was closed during the call")
+        timeout = self._timeout
+        failure: R9sError
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._send(session, path, params)
+        except TimeoutError:
+            failure = APITimeoutError(f"no complete answer within {timeout:g}s")
+        except aiohttp.ClientError as exc:
+            failure = APIConnectionError(self._describe(exc))
+        except RuntimeError:
+            if not session.closed:
+                raise
+            # The client was closed while this call was under way.
+            failure = ClientClosedError("the client was closed during the call")
+        raise failure
+
+    async def _send(self, session: ClientSession, path: str, params: Mapping[str, str]) -> Answer:
+        url = URL(str(self._base_url) + path).with_query(params)
+        for _ in range(_MAX_REDIRECTS + 1):
+            async with session.get(
+                url, headers=self._headers, allow_redirects=False, auto_decompress=False
+            ) as response:
+                location = response.headers.get("Location")
+                if response.status in _REDIRECTS and location:
+                    url = self._redirect_target(url, location, response.status)
+                    continue
+                body = await self._read_body(response)
+                return response.status, response.headers, body
+        raise APIError("too many redirects", status=response.status)
+
+    def _redirect_target(self, url: URL, location: str, status: int) -> URL:
+        """Where a redirect leads, if it stays on the API's origin (else the key would go)."""
+        try:
+            target = url.join(URL(location))
+            target_origin = target.origin()
+        except ValueError:
+            raise APIError(
+                "redirect with an invalid Location; not followed", status=status
+            ) from None
+        if target_origin != self._origin:
+            raise APIError(
+                f"redirected to another origin ({target_origin}); not followed, "
+                "so the key is not sent there",
+                status=status,
+            )
+        return target
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body, decompressed by us, within ``max_response_size``.
+
+        Reading in chunks keeps an oversized body out of memory.
+        """
+        limit = self._max_response_size
+        status = response.status
+        if response.content_length is not None and response.content_length > limit:
+            raise too_large(status, limit)
+        try:
+            inflater = Inflater(response.headers.get("Content-Encoding", ""), limit)
+        except ValueError as exc:
+            raise MalformedResponseError(str(exc), status=status) from None
+        if inflater.encoding == "identity" and response.content_length is not None:
+            # Size already checked; aiohttp's read() fails (ClientPayloadError) on a body shorter
+            # than its Content-Length. One read instead of a loop over chunks.
+            return await response.read()
+        problem: Exception
+        try:
+            async for chunk in response.content.iter_chunked(_READ_CHUNK):
+                inflater.feed(chunk)
+            return inflater.finish()
+        except (TooLarge, CutShort, zlib.error) as exc:
+            problem = exc
+        raise body_error(problem, inflater.encoding, status, limit) from None
+
+    def _describe(self, exc: BaseException) -> str:
+        # aiohttp's ClientResponseError carries the request headers; keep only type and text.
+        # Raised by aiohttp itself (we never call raise_for_status), it means the server's
+        # bytes were not valid HTTP: aiohttp gives it status 400, which is not the API's.
+        if type(exc) is aiohttp.ClientResponseError:  # not a proxy's refusal, a subclass
+            return self._redact(f"malformed HTTP from the server: {exc.message}")
+        return self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
