@@ -1,10 +1,40 @@
-"""Small waiting helpers shared by the tests (the fake API exposes counters, not events)."""
+"""Values and helpers shared by the tests: days, the client, expected records, waiting."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
+
+from r9s_async import AsyncClient, UsageRecord
+from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
+
+DAY = 86_400
+"""Seconds in a UTC day, written out here rather than taken from the code under test."""
+
+D0 = 20_000 * DAY
+"""The first test day: 2024-10-04, a UTC midnight."""
+
+VENDOR_BALANCE: dict[str, Any] = {
+    "balance": 470.010481,
+    "balance_str": "470.010481",
+    "coupon_balance": 0,
+    "currency_code": "USD",
+    "credit_limit": 0,
+    "total_coupon_amount": 0,
+}
+"""The ``data`` of the vendor SDK's ``/balance`` example (the fake answers it too)."""
+
+
+def make_client(base_url: str, **settings: Any) -> AsyncClient:
+    """An :class:`AsyncClient` with the test key, pointed at ``base_url``."""
+    return AsyncClient(TEST_API_KEY, base_url=base_url, **settings)
+
+
+def expected_records(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
+    """What one unsplit call for ``[start, end]`` answers."""
+    return [UsageRecord(**r) for r in api.records(start, end)]
 
 
 async def eventually(condition: Callable[[], bool], *, within: float = 5.0) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from _helpers import eventually
+from _helpers import D0, DAY, eventually, expected_records, make_client
 from yarl import URL
 
 from r9s_async import (
@@ -39,18 +39,7 @@ from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
-DAY = 86_400
-D0 = 20_000 * DAY  # 2024-10-04, a UTC midnight
 RETRY_NOW = {"Retry-After": "0"}
-
-
-def make_client(base_url: str, **settings: Any) -> AsyncClient:
-    return AsyncClient(TEST_API_KEY, base_url=base_url, **settings)
-
-
-def expected_records(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
-    """What one unsplit call for ``[start, end]`` answers."""
-    return [UsageRecord(**r) for r in api.records(start, end)]
 
 
 def only_this_task_left() -> bool:
@@ -745,3 +734,26 @@ def test_a_client_names_its_account_by_base_url_and_key_fingerprint() -> None:
     assert client.account.fingerprint != other.account.fingerprint
     assert client.account.fingerprint == client.account.label
     assert TEST_API_KEY not in repr(client.account)
+
+
+async def test_closing_an_async_client_during_a_call_raises_client_closed() -> None:
+    api = FakeR9sAPI(latency=5.0)
+    async with api.serve() as url:
+        client = AsyncClient(TEST_API_KEY, base_url=url, max_retries=0)
+        call = asyncio.create_task(client.usage(0, 3600))
+        await eventually(lambda: api.in_flight > 0)
+
+        await client.aclose()
+
+        with pytest.raises(ClientClosedError):
+            await call
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "http://127.0.0.1:99999/x"])
+async def test_a_redirect_to_an_invalid_location_is_an_api_error(
+    api: FakeR9sAPI, client: AsyncClient, location: str
+) -> None:
+    api.add_fault(Fault.respond(302, headers={"Location": location}))
+
+    with pytest.raises(APIError, match="invalid Location"):
+        await client.balance()

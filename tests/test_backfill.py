@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import D0, DAY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,10 +31,7 @@ from r9s_async import (
     UsageStore,
 )
 from r9s_async._backfill import plan_backfill
-from r9s_async._times import DAY
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
-
-D0 = 20_000 * DAY  # 2024-10-04, a UTC midnight
 
 
 def truth(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
@@ -514,3 +512,26 @@ def test_peak_memory_of_a_backfill_does_not_grow_with_the_range(tmp_path: Path) 
     assert three["records"] > 2.9 * one["records"]
     # Holding the records would add well over 3 MB here; streaming adds ~one plan entry a day.
     assert three["peak"] - one["peak"] < 1_000_000
+
+
+async def test_a_day_whose_records_fall_short_of_its_total_is_fetched_again(
+    api: FakeR9sAPI, base_url: str, tmp_path: Path
+) -> None:
+    start = 20_000 * DAY
+    cut_off = {
+        "meta": {"code": 200, "message": "success", "request_id": "R" * 32},
+        "data": {"records": [], "total_tokens": 1234},
+    }
+    api.add_fault(Fault.respond(200, cut_off), path="/usage", start_time=start, times=2)
+    db = tmp_path / "usage.db"
+
+    async with AsyncClient(TEST_API_KEY, base_url=base_url) as client:
+        report = await client.usage(start, start + 3600)
+        assert report.consistent is False
+        first = await client.backfill(start, start + DAY, db=db, refresh_recent=0)
+        second = await client.backfill(start, start + DAY, db=db, refresh_recent=0)
+
+    assert (1, 0) == (first.windows_fetched, first.windows_skipped)
+    assert (1, 0) == (second.windows_fetched, second.windows_skipped)
+    with UsageStore(db) as store:
+        assert len(api.records(start, start + DAY - 1)) == store.count_records()

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import DAY
 from aiohttp import web
 
 from r9s_async import Client
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
 
-DAY = 86_400
 D0 = 19_800 * DAY  # 2024-03-18
 START, END = D0 + 5_000, D0 + 40 * DAY + 7_000  # partial days at both ends: 41 windows
 WINDOWS = 41

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from _helpers import eventually
+from _helpers import D0, DAY, eventually, make_client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,13 +20,6 @@ from r9s_async import APITimeoutError, AsyncClient, Client, UsageRecord
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
-
-DAY = 86_400
-D0 = 20_000 * DAY
-
-
-def make_client(base_url: str, **settings: Any) -> AsyncClient:
-    return AsyncClient(TEST_API_KEY, base_url=base_url, **settings)
 
 
 def only_this_task_left() -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import D0, DAY
 from aiohttp import web
 
 from r9s_async import Client, UsageRecord, UsageStore
@@ -27,8 +28,6 @@ from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 pq = importlib.import_module("pyarrow.parquet")  # the `parquet` extra; untyped
 
-DAY = 86_400
-D0 = 20_000 * DAY  # 2024-10-04
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "deepseek-chat")
 
 

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from _helpers import VENDOR_BALANCE
 
 from r9s_async import Balance, UsageRecord
 from r9s_async._converter import Meta, SchemaError, UsagePayload, structure
@@ -100,30 +101,20 @@ def test_meta_is_strict_too() -> None:
         structure({"code": "200", "message": "", "request_id": "abc"}, Meta, "$.meta")
 
 
-BALANCE = {
-    "balance": 470.010481,
-    "balance_str": "470.010481",
-    "coupon_balance": 0,
-    "currency_code": "USD",
-    "credit_limit": 0,
-    "total_coupon_amount": 0,
-}
-
-
 def test_the_vendors_balance_answer_becomes_exact_decimals() -> None:
     expected = Balance(Decimal("470.010481"), "USD", Decimal(0), Decimal(0), Decimal(0))
 
-    assert expected == structure(BALANCE, Balance, "$.data")
+    assert expected == structure(VENDOR_BALANCE, Balance, "$.data")
 
 
 def test_balance_is_taken_exactly_from_balance_str() -> None:
-    data = {**BALANCE, "balance": 0.1, "balance_str": "0.10000000000000000001"}
+    data = {**VENDOR_BALANCE, "balance": 0.1, "balance_str": "0.10000000000000000001"}
 
     assert Decimal("0.10000000000000000001") == structure(data, Balance, "$.data").balance
 
 
 def test_float_amounts_are_converted_exactly_as_written() -> None:
-    data = {**BALANCE, "coupon_balance": 470.010481, "credit_limit": 0.1}
+    data = {**VENDOR_BALANCE, "coupon_balance": 470.010481, "credit_limit": 0.1}
     del data["balance_str"]
 
     balance = structure(data, Balance, "$.data")
@@ -138,7 +129,7 @@ def test_float_amounts_are_converted_exactly_as_written() -> None:
 @pytest.mark.parametrize("bad", ["NaN", "Infinity", "", "12 USD"])
 def test_a_balance_str_that_is_not_a_finite_decimal_is_refused(bad: str) -> None:
     with pytest.raises(SchemaError, match=r"\$\.data\.balance_str"):
-        structure({**BALANCE, "balance_str": bad}, Balance, "$.data")
+        structure({**VENDOR_BALANCE, "balance_str": bad}, Balance, "$.data")
 
 
 @pytest.mark.parametrize("bad", ["0", True, None, float("inf")], ids=repr)
@@ -146,11 +137,11 @@ def test_money_fields_must_be_finite_numbers(bad: object) -> None:
     with pytest.raises(
         SchemaError, match=r"expected a finite number, got \w+ @ \$\.data\.credit_limit"
     ):
-        structure({**BALANCE, "credit_limit": bad}, Balance, "$.data")
+        structure({**VENDOR_BALANCE, "credit_limit": bad}, Balance, "$.data")
 
 
 def test_a_missing_money_field_is_named() -> None:
-    data = dict(BALANCE)
+    data = dict(VENDOR_BALANCE)
     del data["total_coupon_amount"]
 
     with pytest.raises(SchemaError, match=r"missing field @ \$\.data\.total_coupon_amount"):
@@ -159,13 +150,13 @@ def test_a_missing_money_field_is_named() -> None:
 
 def test_currency_code_must_be_a_string() -> None:
     with pytest.raises(SchemaError, match=r"expected str @ \$\.data\.currency_code"):
-        structure({**BALANCE, "currency_code": 840}, Balance, "$.data")
+        structure({**VENDOR_BALANCE, "currency_code": 840}, Balance, "$.data")
 
 
 def test_balance_ignores_unknown_fields() -> None:
-    expected = structure(BALANCE, Balance, "$.data")
+    expected = structure(VENDOR_BALANCE, Balance, "$.data")
 
-    assert expected == structure({**BALANCE, "frozen": False}, Balance, "$.data")
+    assert expected == structure({**VENDOR_BALANCE, "frozen": False}, Balance, "$.data")
 
 
 @pytest.mark.parametrize("bad", [None, [], "470.01"], ids=repr)
@@ -176,4 +167,4 @@ def test_balance_data_must_be_an_object(bad: object) -> None:
 
 def test_a_balance_str_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(SchemaError, match=r"expected str @ \$\.data\.balance_str"):
-        structure({**BALANCE, "balance_str": 470.010481}, Balance, "$.data")
+        structure({**VENDOR_BALANCE, "balance_str": 470.010481}, Balance, "$.data")

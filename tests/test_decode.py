@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from _helpers import VENDOR_BALANCE
 
 from r9s_async import (
     APIError,
@@ -316,18 +317,8 @@ def test_redaction_is_the_callers_to_give() -> None:
     assert f"bad {KEY}" == caught.value.message
 
 
-BALANCE = {
-    "balance": 470.010481,
-    "balance_str": "470.010481",
-    "coupon_balance": 0,
-    "currency_code": "USD",
-    "credit_limit": 0,
-    "total_coupon_amount": 0,
-}
-
-
 def test_the_vendors_balance_answer_decodes_exactly_with_its_request_id() -> None:
-    body = envelope(BALANCE, code=0, message="")
+    body = envelope(VENDOR_BALANCE, code=0, message="")
 
     expected = Balance(
         balance=Decimal("470.010481"),
@@ -341,7 +332,7 @@ def test_the_vendors_balance_answer_decodes_exactly_with_its_request_id() -> Non
 
 
 def test_balance_without_balance_str_converts_the_float_exactly() -> None:
-    data = {k: v for k, v in BALANCE.items() if k != "balance_str"}
+    data = {k: v for k, v in VENDOR_BALANCE.items() if k != "balance_str"}
 
     balance = decode_balance(200, {}, envelope(data, code=0), redact)
 
@@ -350,7 +341,7 @@ def test_balance_without_balance_str_converts_the_float_exactly() -> None:
 
 def test_a_balance_that_does_not_fit_is_malformed_with_the_request_id() -> None:
     with pytest.raises(MalformedResponseError, match=r"\$\.data\.currency_code") as caught:
-        decode_balance(200, {}, envelope({**BALANCE, "currency_code": None}, code=0), redact)
+        decode_balance(200, {}, envelope({**VENDOR_BALANCE, "currency_code": None}, code=0), redact)
 
     assert RID == caught.value.request_id
 

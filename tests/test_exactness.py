@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from typing import Literal
 
 import pytest
+from _helpers import DAY
 from attrs import frozen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from r9s_async import AsyncClient, Client, UsageRecord
-from r9s_async._times import DAY
 from r9s_async._windows import count_windows, plan_windows
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
 

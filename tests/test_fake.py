@@ -9,13 +9,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from _helpers import D0, DAY, VENDOR_BALANCE
 
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
-DAY = 86_400
-D0 = 20_000 * DAY  # 2024-10-04, a UTC midnight
 REQUEST_ID = re.compile(r"[A-Za-z0-9]{32}")
 
 
@@ -197,14 +196,7 @@ async def test_balance_answers_the_vendor_sdks_example(base_url: str) -> None:
 
     assert 200 == status
     assert (0, "") == (body["meta"]["code"], body["meta"]["message"])
-    assert {
-        "balance": 470.010481,
-        "balance_str": "470.010481",
-        "coupon_balance": 0,
-        "currency_code": "USD",
-        "credit_limit": 0,
-        "total_coupon_amount": 0,
-    } == body["data"]
+    assert VENDOR_BALANCE == body["data"]
 
 
 # -- scripted faults --------------------------------------------------------------------------

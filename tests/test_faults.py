@@ -16,12 +16,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from _helpers import D0, DAY, expected_records, make_client
 
 from r9s_async import (
     APIConnectionError,
     APIError,
     APITimeoutError,
-    AsyncClient,
     MalformedResponseError,
     R9sError,
     RateLimitError,
@@ -34,17 +34,7 @@ from r9s_async.testing._faults import RateLimiter
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
-DAY = 86_400
-D0 = 20_000 * DAY
 WINDOW = f"/api/v1/portal/management/usage?start_time={D0}&end_time={D0 + DAY}"
-
-
-def make_client(base_url: str, **settings: Any) -> AsyncClient:
-    return AsyncClient(TEST_API_KEY, base_url=base_url, **settings)
-
-
-def expected_records(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
-    return [UsageRecord(**r) for r in api.records(start, end)]
 
 
 def envelope(data: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from _helpers import D0, DAY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,9 +20,6 @@ from r9s_async import Balance, Client, R9sError, UsageRecord, UsageReport
 from r9s_async._body import CutShort, Inflater, TooLarge
 from r9s_async._decode import UsageAnswer, decode_balance, decode_usage
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
-
-DAY = 86_400
-D0 = 20_000 * DAY
 
 
 def no_redact(text: str) -> str:

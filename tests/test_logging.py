@@ -8,14 +8,13 @@ import re
 from typing import Any
 
 import pytest
+from _helpers import D0, DAY
 
 from r9s_async import AsyncClient, ServerError, UsageRecord
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
-DAY = 86_400
-D0 = 20_000 * DAY
 ATTEMPT = re.compile(
     r"GET (?P<path>/\w+) window=(?P<window>\[\d+, \d+\]|-) status=(?P<status>\d+|-) "
     r"elapsed=\d+\.\d{3}s attempt=(?P<attempt>\d+) request_id=(?P<request_id>\S+)"

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import attrs
 import pytest
+from _helpers import DAY
 
 from r9s_async import Balance, UsageRecord, UsageReport
 
-DAY = 86_400
 JAN1 = 1_735_689_600  # 2025-01-01T00:00:00Z
 
 

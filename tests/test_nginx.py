@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from _helpers import D0, DAY
 
 from r9s_async import AsyncClient, Client, UsageRecord
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
@@ -26,8 +27,6 @@ from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
 NGINX = Path("/usr/sbin/nginx")
-DAY = 86_400
-D0 = 20_000 * DAY
 KEEPALIVE_TIMEOUT = 1.0
 PAUSE = KEEPALIVE_TIMEOUT + 0.5  # long enough for nginx to have closed idle connections
 

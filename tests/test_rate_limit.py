@@ -4,26 +4,15 @@ a 429 engages, and ``Retry-After`` as a pause for every window."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
+from _helpers import D0, DAY, expected_records, make_client
 
-from r9s_async import AsyncClient, Client, UsageRecord
+from r9s_async import AsyncClient, Client
 from r9s_async._throttle import Throttle
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault, RateLimit, RecordedRequest
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
-
-DAY = 86_400
-D0 = 20_000 * DAY
-
-
-def make_client(base_url: str, **settings: Any) -> AsyncClient:
-    return AsyncClient(TEST_API_KEY, base_url=base_url, **settings)
-
-
-def expected_records(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
-    return [UsageRecord(**r) for r in api.records(start, end)]
 
 
 def most_in_any_span(requests: list[RecordedRequest], span: float) -> int:

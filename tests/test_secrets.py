@@ -4,21 +4,21 @@ our own frames in a traceback (error reporters capture those), whatever the serv
 from __future__ import annotations
 
 import logging
+import traceback
 import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import D0, DAY
 
 import r9s_async
-from r9s_async import AsyncClient, Client, R9sError
+from r9s_async import AsyncClient, Client, ConfigurationError, R9sError
 from r9s_async.testing import FakeR9sAPI, Fault
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
-DAY = 86_400
-D0 = 20_000 * DAY
 KEY = "sk_mg_" + "5ec12e7a" * 8
 SECRET_PART = KEY[6:30]  # catches a key that was cut or partly redacted, too
 PACKAGE = Path(r9s_async.__file__).parent
@@ -244,3 +244,20 @@ def test_plain_http_to_a_non_loopback_host_is_refused_at_construction(base_url: 
 )
 def test_plain_http_to_loopback_is_allowed(base_url: str) -> None:
     assert base_url == AsyncClient(KEY, base_url=base_url).base_url
+
+
+def test_a_bad_key_is_not_a_local_of_any_frame_in_the_traceback() -> None:
+    secret = "sk_mg_" + "f" * 63 + "\n"  # a trailing newline: refused at construction
+
+    with pytest.raises(ConfigurationError) as caught:
+        AsyncClient(secret, base_url="http://127.0.0.1:1")
+
+    package = Path(r9s_async.__file__).parent
+    frames = [
+        frame
+        for frame, _ in traceback.walk_tb(caught.value.__traceback__)
+        if Path(frame.f_code.co_filename).is_relative_to(package)
+    ]
+    assert frames  # AsyncClient.__init__ and the key check itself
+    shown = [repr(value) for frame in frames for value in frame.f_locals.values()]
+    assert not [text for text in shown if secret.strip() in text]

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 import trustme
+from _helpers import D0, DAY
 
 import r9s_async
 from r9s_async import (
@@ -31,8 +32,6 @@ from r9s_async.testing import FakeR9sAPI, Fault, FaultPlan
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
-DAY = 86_400
-D0 = 20_000 * DAY
 KEY = "sk_mg_" + "c0ffee42" * 8
 SECRET_PART = KEY[6:30]  # catches a key that was cut or partly redacted, too
 RETRY_NOW = {"Retry-After": "0"}

@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import D0, DAY, expected_records
 
-from r9s_async import AsyncClient, Client, UsageRecord, UsageStore
+from r9s_async import AsyncClient, Client, UsageStore
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, FaultPlan
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
-DAY = 86_400
-D0 = 20_000 * DAY
 DAYS = 1_000
 # Faults hit first attempts only, so every window is answered on its second attempt at the
 # latest. Retry-After 0 and a short timeout keep the run to seconds; many windows in flight
@@ -27,10 +26,6 @@ SETTINGS: dict[str, Any] = {"timeout": 0.25, "max_retries": 3, "max_concurrency"
 def faulty_api(seed: int) -> FakeR9sAPI:
     plan = FaultPlan.transient(0.25, seed=seed, attempts=1, retry_after=0, stall=30)
     return FakeR9sAPI(mode="events", events_per_day=6, end_inclusive=False, fault_plan=plan)
-
-
-def expected_records(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
-    return [UsageRecord(**r) for r in api.records(start, end)]
 
 
 def assert_a_quarter_of_first_attempts_failed_in_every_way(api: FakeR9sAPI) -> None:

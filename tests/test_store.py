@@ -13,13 +13,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from _helpers import DAY
 
 from r9s_async import StoreConflictError, StoredWindow, UsageRecord, UsageReport, UsageStore
 from r9s_async._store import SCHEMA_VERSION
 
 pq = importlib.import_module("pyarrow.parquet")  # the `parquet` extra; untyped
 
-DAY = 86_400
 D0 = 100 * DAY  # 1970-04-11
 
 

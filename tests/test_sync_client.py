@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from _helpers import eventually_sync
+from _helpers import D0, DAY, eventually_sync, expected_records
 from asgiref.sync import sync_to_async
 
 from r9s_async import (
@@ -36,16 +36,9 @@ from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
-DAY = 86_400
-D0 = 20_000 * DAY
-
 
 def make_client(base_url: str, **settings: Any) -> Client:
     return Client(TEST_API_KEY, base_url=base_url, **settings)
-
-
-def expected_records(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
-    return [UsageRecord(**r) for r in api.records(start, end)]
 
 
 def loop_threads() -> list[threading.Thread]:

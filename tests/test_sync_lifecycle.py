@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 
 import pytest
+from _helpers import DAY, eventually_sync
 
-from r9s_async import Client
+from r9s_async import Client, ClientClosedError
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
 
 SLOW_CALL = textwrap.dedent(
@@ -121,3 +123,34 @@ def test_a_forked_child_that_exits_does_not_wait_for_the_parents_loop_thread() -
     assert 0 == result.returncode, result.stderr
     assert "child exited after 0." in result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def slow_api() -> Iterator[tuple[FakeR9sAPI, str]]:
+    api = FakeR9sAPI(latency=5.0)
+    with api.serve_in_thread() as url:
+        yield api, url
+
+
+def test_closing_a_client_from_another_thread_ends_a_running_call_with_client_closed(
+    slow_api: tuple[FakeR9sAPI, str],
+) -> None:
+    api, url = slow_api
+    client = Client(TEST_API_KEY, base_url=url)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.usage(0, 3 * DAY)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    eventually_sync(lambda: api.in_flight > 0)  # the call is under way on the server
+
+    client.close()
+    worker.join(timeout=10)
+
+    assert not worker.is_alive()
+    assert [ClientClosedError] == [type(exc) for exc in outcome]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from _helpers import DAY
 
 from r9s_async import AsyncClient
 from r9s_async._times import to_range, to_unix
 from r9s_async.testing import FakeR9sAPI
 
-DAY = 86_400
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from itertools import pairwise
 
 import pytest
+from _helpers import DAY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from r9s_async import UsageRecord, UsageReport
 from r9s_async._windows import (
-    DAY,
     Window,
     count_windows,
     merge_windows,
