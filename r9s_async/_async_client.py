@@ -285,11 +285,9 @@ class AsyncClient:
                 negative ``refresh_recent``.
             R9sError: A window failed for good; the windows stored before it are kept.
         """
-        source = _WindowSource(self)
         return await run_backfill(
-            source,
-            start,
-            end,
+            _WindowSource(self),
+            *(start, end),
             db=db,
             user_id=user_id,
             refresh_recent=refresh_recent,
@@ -323,11 +321,9 @@ class AsyncClient:
     def _open(self) -> asyncio.Semaphore:
         self._check_usable()
         if self._pid != os.getpid():
-            # A forked child: the parent's session and loop are not ours to touch.
+            # A forked child: the parent's session, loop and slots are not ours to touch.
             self._transport.forget()
-            self._slots = None
-            self._state = _State.UNOPENED
-            self._pid = os.getpid()
+            self._slots, self._pid = None, os.getpid()
         self._transport.open()
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_concurrency)
@@ -376,8 +372,7 @@ class AsyncClient:
                     failure = exc
                 else:
                     throttle.on_success(loop.time())
-                    request_id = getattr(result, "request_id", None)
-                    _log_attempt(path, label, status, elapsed, retry, request_id)
+                    _log_attempt(path, label, status, elapsed, retry, _request_id_of(result))
                     return result
                 finally:
                     # The raw body may echo the key: keep it out of this frame's locals, which
@@ -389,8 +384,9 @@ class AsyncClient:
             failure.__traceback__ = None
             failure.__context__ = None
             request_id = getattr(failure, "request_id", None)
-            status = getattr(failure, "status", status)
-            _log_attempt(path, label, status, elapsed, retry, request_id)
+            _log_attempt(
+                path, label, getattr(failure, "status", status), elapsed, retry, request_id
+            )
             decision = decide_retry(
                 failure, retry, max_retries=self._max_retries, backoff=self._backoff
             )
@@ -432,6 +428,10 @@ class _WindowSource:
         self, plan: Iterator[Window], user_id: str | None
     ) -> AsyncGenerator[UsageReport, None]:
         return self._client._fetch_windows(plan, user_id)
+
+
+def _request_id_of(result: object) -> str | None:
+    return getattr(result, "request_id", None)
 
 
 def _task_name(window: Window) -> str:

@@ -10,7 +10,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r9s_async._retry import BACKOFF_BASE, BACKOFF_CAP, backoff_delay, parse_retry_after
+from r9s_async import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    ConfigurationError,
+    MalformedResponseError,
+    R9sError,
+    RateLimitError,
+    ServerError,
+)
+from r9s_async._retry import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    RETRY_AFTER_CAP,
+    RETRYABLE_STATUSES,
+    Retry,
+    backoff_delay,
+    decide_retry,
+    is_retryable,
+    parse_retry_after,
+)
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -112,3 +135,52 @@ def test_retry_after_dates_are_measured_from_the_real_clock_by_default() -> None
 
 def test_retry_after_a_date_without_a_zone_is_read_as_utc() -> None:
     assert 60.0 == parse_retry_after("Wed, 01 Jan 2025 12:01:00 -0000", now=NOW)
+
+
+# -- the policy, as a table -------------------------------------------------------------------
+
+
+def by_tenths(retry: int) -> float:
+    return (retry + 1) / 10
+
+
+@pytest.mark.parametrize(
+    ("failure", "retry", "expected"),
+    [
+        (APIConnectionError("reset"), 0, Retry(0.1, None, False)),
+        (APITimeoutError("slow"), 1, Retry(0.2, None, False)),
+        (ServerError("busy", status=503), 0, Retry(0.1, None, False)),
+        (ServerError("busy", status=503, retry_after=7.0), 0, Retry(7.0, 7.0, False)),
+        (RateLimitError("slow down", status=429), 2, Retry(0.3, None, True)),
+        (RateLimitError("slow down", status=429, retry_after=0.0), 0, Retry(0.0, 0.0, True)),
+        (RateLimitError("slow down", status=429, retry_after=120.0), 0, Retry(120.0, 120.0, True)),
+        (APIError("timeout", status=408), 0, Retry(0.1, None, False)),
+        (APIError("busy", status=200, code=503), 0, Retry(0.1, None, False)),
+        # Give up:
+        (APIConnectionError("reset"), 3, None),  # out of retries
+        (RateLimitError("slow down", status=429, retry_after=121.0), 0, None),  # too long
+        (ServerError("broken", status=501), 0, None),
+        (BadRequestError("bad", status=400), 0, None),
+        (AuthenticationError("who", status=401), 0, None),
+        (APIError("odd", status=200, code=400), 0, None),
+        (MalformedResponseError("not JSON", status=200), 0, None),
+        (ClientClosedError("closed"), 0, None),
+        (ConfigurationError("no key"), 0, None),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else repr(v),
+)
+def test_the_retry_policy(failure: R9sError, retry: int, expected: Retry | None) -> None:
+    assert expected == decide_retry(failure, retry, max_retries=3, backoff=by_tenths)
+
+
+def test_no_retries_allowed_means_every_failure_is_final() -> None:
+    assert None is decide_retry(APIConnectionError("reset"), 0, max_retries=0, backoff=by_tenths)
+
+
+def test_the_cap_on_retry_after_is_two_minutes() -> None:
+    assert 120.0 == RETRY_AFTER_CAP
+
+
+@pytest.mark.parametrize("status", sorted(RETRYABLE_STATUSES))
+def test_the_retryable_statuses_are_retried(status: int) -> None:
+    assert is_retryable(APIError("x", status=status))
