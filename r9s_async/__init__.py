@@ -4,6 +4,8 @@ Long ranges are fetched as UTC-day windows, concurrently, and merged exactly: th
 what one unsplit call would answer, whichever way the server treats ``end_time``.
 """
 
+from typing import get_type_hints as _get_type_hints
+
 from ._async_client import AsyncClient
 from ._backfill import BackfillProgress, BackfillResult
 from ._exceptions import (
@@ -58,8 +60,12 @@ __all__ = [
 ]
 
 # Tracebacks, reprs and the docs name the public path, not the private module (as httpx does).
+# Field annotations are resolved first, while the defining module still names their types
+# (``Decimal``, ``Status``), so that tools which evaluate them later still can.
 for _name in __all__:
     _obj = globals()[_name]
     if isinstance(_obj, type):
+        if "__annotations__" in vars(_obj):
+            _obj.__annotations__ = _get_type_hints(_obj)
         _obj.__module__ = __name__
 del _name, _obj

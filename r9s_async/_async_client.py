@@ -151,7 +151,7 @@ class AsyncClient:
 
     @property
     def account(self) -> Account:
-        """Whose data this client reads: its base URL and the fingerprint of its key."""
+        """Whose data this client reads (its base URL and the fingerprint of its key)."""
         return Account(str(self._base_url), self._key.fingerprint(str(self._base_url)))
 
     async def __aenter__(self) -> Self:

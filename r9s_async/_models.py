@@ -32,7 +32,7 @@ class Account:
 
     @property
     def label(self) -> str:
-        """The name when there is one, else the fingerprint: what reports and exports show."""
+        """What reports and exports show (the name when there is one, else the fingerprint)."""
         return self.name or self.fingerprint
 
 

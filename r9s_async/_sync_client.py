@@ -115,7 +115,7 @@ class Client:
 
     @property
     def account(self) -> Account:
-        """Whose data this client reads: its base URL and the fingerprint of its key."""
+        """Whose data this client reads (its base URL and the fingerprint of its key)."""
         return self._async.account
 
     def __enter__(self) -> Self:
