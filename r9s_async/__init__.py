@@ -20,6 +20,7 @@ from ._exceptions import (
     R9sError,
     RateLimitError,
     ServerError,
+    StoreError,
 )
 from ._models import Account, Balance, UsageRecord, UsageReport
 from ._store import StoreConflictError, StoredWindow, UsageStore
@@ -48,6 +49,7 @@ __all__ = [
     "RetryEvent",
     "ServerError",
     "StoreConflictError",
+    "StoreError",
     "StoredWindow",
     "UsageRecord",
     "UsageReport",

@@ -8,7 +8,8 @@
     ├── APIConnectionError          the request did not get an HTTP answer
     │   └── APITimeoutError         ... because an attempt ran past its timeout
     ├── MalformedResponseError      an answer that is not the documented envelope/schema
-    ├── StoreConflictError          another backfill changed a day of the store meanwhile
+    ├── StoreError                  the file cannot be used as a usage store
+    │   └── StoreConflictError      ... another backfill changed a day of it meanwhile
     └── APIError                    the API answered with an error (HTTP status or meta.code)
         ├── BadRequestError         400, 422
         ├── AuthenticationError     401
@@ -39,6 +40,7 @@ __all__ = [
     "R9sError",
     "RateLimitError",
     "ServerError",
+    "StoreError",
     "api_error_class",
 ]
 
@@ -81,6 +83,24 @@ class APIConnectionError(R9sError):
         # these errors could not cross a process pool or be copied.
         kwargs = {"request_id": self.request_id}
         return _rebuild, (type(self), (self.message,), kwargs), self.__dict__
+
+
+class StoreError(R9sError):
+    """The file cannot be used as a usage store: not one, corrupt, or of another schema version.
+
+    Nothing was written to the file. The message names the file and says what to do.
+
+    Attributes:
+        path: The file, as given.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), (self.message,), {"path": self.path}), self.__dict__
 
 
 class APITimeoutError(APIConnectionError):

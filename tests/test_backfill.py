@@ -50,7 +50,7 @@ def usage_requests(api: FakeR9sAPI) -> list[tuple[int, int]]:
 
 
 def stored(start: int, end: int, status: str = "complete") -> StoredWindow:
-    return StoredWindow(None, start, end, status, 0, None, 0, 0)  # type: ignore[arg-type]
+    return StoredWindow("a", None, start, end, status, 0, None, 0, 0)  # type: ignore[arg-type]
 
 
 # -- planning (pure) --------------------------------------------------------------------------

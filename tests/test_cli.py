@@ -323,8 +323,12 @@ def test_backfill_then_export_gives_the_records_of_the_half_open_range(
     assert "5/5 windows, 20 records" in lines[-2]
     assert "5 windows stored (5 fetched, 0 already complete)" in lines[-1]
     assert "5 windows stored (0 fetched, 5 already complete)" in again.stderr
-    expected = [[str(r.timestamp), r.model, str(r.tokens)] for r in truth(api, D0, D0 + 5 * DAY)]
-    assert [["timestamp", "model", "tokens"], *expected] == list(
+    with Client(TEST_API_KEY, base_url=env["R9S_BASE_URL"]) as client:
+        fp = client.account.fingerprint
+    expected = [
+        [str(r.timestamp), r.model, str(r.tokens), fp, ""] for r in truth(api, D0, D0 + 5 * DAY)
+    ]
+    assert [["timestamp", "model", "tokens", "account", "user_id"], *expected] == list(
         csv.reader(io.StringIO(exported.stdout))
     )
     assert "exported 20 records to stdout" in exported.stderr
@@ -349,12 +353,15 @@ def test_export_writes_jsonl_to_a_file_and_parquet_to_stdout_for_a_range(
 
     expected = truth(api, D0 + DAY, D0 + 3 * DAY)
     assert (0, 0, "") == (one.returncode, two.returncode, one.stdout)
-    assert [{"timestamp": r.timestamp, "model": r.model, "tokens": r.tokens} for r in expected] == [
-        json.loads(line) for line in jsonl.read_text().splitlines()
-    ]
+    fp = client.account.fingerprint
+    assert [
+        {"timestamp": r.timestamp, "model": r.model, "tokens": r.tokens, "account": fp}
+        | {"user_id": None}
+        for r in expected
+    ] == [json.loads(line) for line in jsonl.read_text().splitlines()]
     table = pq.read_table(io.BytesIO(two.stdout)).to_pylist()
-    assert [(r.timestamp, r.model, r.tokens) for r in expected] == [
-        (int(row["timestamp"].timestamp()), row["model"], row["tokens"]) for row in table
+    assert [(r.timestamp, r.model, r.tokens, fp, None) for r in expected] == [
+        (int(row.pop("timestamp").timestamp()), *row.values()) for row in table
     ]
     assert [] == [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
