@@ -529,3 +529,49 @@ def test_help_says_naive_times_are_utc_and_backfill_ends_are_exclusive(
     assert "--end TIME exclusive end (default: now)" in backfill
     assert "--end TIME exclusive end (default: now)" in export
     assert "R9S_API_KEY (never from an argument)" in top
+
+
+def test_export_filters_by_account_name_and_an_unknown_account_exits_2(
+    api: FakeR9sAPI, env: dict[str, str], tmp_path: Path
+) -> None:
+    db = tmp_path / "usage.db"
+    other = FakeR9sAPI(api_key="sk_mg_" + "1" * 64, seed=5)
+    with other.serve_in_thread() as other_url:
+        named = r9s(
+            "backfill", "--start", "2024-10-04", "--end", "2024-10-06", "--db", str(db),
+            "--account-name", "prod", env=env,
+        )  # fmt: skip
+        second = r9s(
+            "backfill", "--start", "2024-10-04", "--end", "2024-10-06", "--db", str(db),
+            env=clean_env(R9S_API_KEY=other.api_key, R9S_BASE_URL=other_url),
+        )  # fmt: skip
+    only_prod = r9s("export", "--db", str(db), "--format", "csv", "--account", "prod")
+    everything = r9s("export", "--db", str(db), "--format", "csv")
+    unknown = r9s("export", "--db", str(db), "--format", "csv", "--account", "nope")
+
+    assert (0, 0, 0) == (named.returncode, second.returncode, only_prod.returncode), second.stderr
+    assert "2 windows stored (2 fetched, 0 already complete)" in second.stderr
+    rows = list(csv.reader(io.StringIO(only_prod.stdout)))[1:]
+    expected = [
+        [str(r.timestamp), r.model, str(r.tokens), "prod", ""] for r in truth(api, D0, D0 + 2 * DAY)
+    ]
+    assert expected == rows
+    assert len(expected) + len(truth(other, D0, D0 + 2 * DAY)) + 1 == len(
+        everything.stdout.splitlines()
+    )
+    assert (2, "") == (unknown.returncode, unknown.stdout)
+    assert "--account: no account 'nope'" in unknown.stderr
+
+
+def test_backfill_refuses_an_account_name_that_looks_like_a_fingerprint(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    db = tmp_path / "usage.db"
+
+    done = r9s(
+        "backfill", "--start", "2024-10-04", "--db", str(db), "--account-name", "a" * 16, env=env
+    )
+
+    assert 2 == done.returncode
+    assert "looks like a fingerprint" in done.stderr
+    assert not db.exists()
