@@ -23,6 +23,7 @@ from ._exceptions import (
     RateLimitError,
     ServerError,
     StoreConflictError,
+    StoreError,
 )
 from ._models import Account, Balance, UsageRecord, UsageReport
 from ._retry import RetryEvent
@@ -52,6 +53,7 @@ __all__ = [
     "RetryEvent",
     "ServerError",
     "StoreConflictError",
+    "StoreError",
     "StoredWindow",
     "UsageRecord",
     "UsageReport",

@@ -254,6 +254,7 @@ class AsyncClient:
         user_id: str | int | None = None,
         refresh_recent: Duration = DEFAULT_REFRESH_RECENT,
         progress: ProgressCallback | None = None,
+        account_name: str | None = None,
     ) -> BackfillResult:
         """Fetch ``[start, end)`` into a SQLite store, one UTC-day window at a time.
 
@@ -275,14 +276,20 @@ class AsyncClient:
                 or seconds).
             progress: Called with a :class:`BackfillProgress` once at the start and after each
                 stored window, in the event loop's thread; keep it quick.
+            account_name: A readable name for this client's :attr:`account` in the store
+                (shown in exports instead of the fingerprint); ``None`` keeps the name it has.
+                The store keeps each account's days apart, so a backfill skips only days
+                stored for the same account and member.
 
         Returns:
             What this run fetched and skipped.
 
         Raises:
             TypeError: An argument of the wrong type.
-            ValueError: A naive datetime, a negative time, ``end`` before ``start`` or a
-                negative ``refresh_recent``.
+            ValueError: A naive datetime, a negative time, ``end`` before ``start``, a
+                negative ``refresh_recent``, or an ``account_name`` that is invalid or used by
+                another account of the store (checked before anything is fetched).
+            StoreError: ``db`` cannot be used as a usage store; it was not changed.
             R9sError: A window failed for good; the windows stored before it are kept.
         """
         return await run_backfill(
@@ -292,6 +299,7 @@ class AsyncClient:
             user_id=user_id,
             refresh_recent=refresh_recent,
             progress=progress,
+            account_name=account_name,
         )
 
     # -- windows and attempts -------------------------------------------------------------------
@@ -423,6 +431,10 @@ class _WindowSource:
     @property
     def retries(self) -> int:
         return self._client._retry_count
+
+    @property
+    def account(self) -> Account:
+        return self._client.account
 
     def fetch_windows(
         self, plan: Iterator[Window], user_id: str | None

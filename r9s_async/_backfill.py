@@ -19,12 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeAlias, TypeVar
 
+import attrs
 from asgiref.sync import sync_to_async
 from attrs import frozen
 
 from ._config import check_user_id
-from ._models import UsageReport
-from ._store import Status, StoredWindow, UsageStore
+from ._models import Account, UsageReport
+from ._store import Status, StoredWindow, UsageStore, check_account_name
 from ._times import DAY, TimeLike, day_start, to_half_open
 from ._windows import Window
 
@@ -111,6 +112,10 @@ class WindowSource(Protocol):
     def retries(self) -> int:
         """Requests retried so far, by every call of the client."""
 
+    @property
+    def account(self) -> Account:
+        """Whose data the client reads: the store files what it fetches under this account."""
+
     def check_usable(self) -> None:
         """Raise :class:`ClientClosedError` if the client is closed."""
 
@@ -192,6 +197,7 @@ async def run_backfill(
     user_id: str | int | None,
     refresh_recent: Duration,
     progress: ProgressCallback | None,
+    account_name: str | None = None,
 ) -> BackfillResult:
     """The body of :meth:`AsyncClient.backfill`."""
     first, last = to_half_open(start, end)
@@ -201,6 +207,7 @@ async def run_backfill(
         raise TypeError(f"db must be a path or a UsageStore, not {type(db).__name__}")
     if progress is not None and not callable(progress):
         raise TypeError("progress must be callable")
+    account = attrs.evolve(client.account, name=check_account_name(account_name))
     client.check_usable()
     scope = uid or ""
     started = time.time()
@@ -228,7 +235,8 @@ async def run_backfill(
 
     try:
         store = db if isinstance(db, UsageStore) else await on_store_thread(open_store)(db)
-        stored = await on_store_thread(store.coverage)(scope, first, last)
+        await on_store_thread(store.register_account)(account)  # a taken name fails here
+        stored = await on_store_thread(store.coverage)(account, scope, first, last)
         plan, skipped = plan_backfill(first, last, stored, now=started, refresh_recent=recent)
         total = skipped + len(plan)
         done = skipped
@@ -246,6 +254,7 @@ async def run_backfill(
         async with contextlib.aclosing(client.fetch_windows(windows, uid)) as answers:
             async for answer in answers:
                 await replace_window(
+                    account,
                     scope,
                     answer.start,
                     answer.end,

@@ -24,10 +24,10 @@ from . import __version__
 from ._async_client import AsyncClient
 from ._backfill import BackfillProgress, BackfillResult
 from ._config import check_user_id
-from ._exceptions import ConfigurationError, R9sError
+from ._exceptions import ConfigurationError, R9sError, StoreConflictError, StoreError
 from ._models import Balance, UsageReport
 from ._optional import import_optional
-from ._store import UsageStore
+from ._store import UsageStore, check_account_name
 from ._times import DAY, to_unix
 
 __all__ = ["main"]
@@ -98,6 +98,15 @@ def user_id(text: str) -> str:
     """A member id as the API takes it."""
     try:
         check_user_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def account_name(text: str) -> str:
+    """A readable account name, as the store takes it."""
+    try:
+        check_account_name(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
@@ -358,6 +367,7 @@ def _backfill(
     db: str,
     user_id: str | None,
     refresh_recent: float,
+    account_name: str | None = None,
 ) -> BackfillResult:
     label = f"backfill {_iso(start)} .. {_iso(end)}"
     printer = ProgressPrinter(sys.stderr, label)
@@ -371,6 +381,7 @@ def _backfill(
                 user_id=user_id,
                 refresh_recent=refresh_recent,
                 progress=printer,
+                account_name=account_name,
             )
 
     started = time.monotonic()
@@ -399,14 +410,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     args.resume_hint = (
         f"the windows stored so far are kept in {args.db}; run the same command again to resume"
     )
-    _backfill(
-        client,
-        start,
-        end,
-        db=args.db,
-        user_id=args.user_id,
-        refresh_recent=args.refresh_recent,
-    )
+    try:
+        _backfill(
+            client,
+            start,
+            end,
+            db=args.db,
+            user_id=args.user_id,
+            refresh_recent=args.refresh_recent,
+            account_name=args.account_name,
+        )
+    except ValueError as exc:  # bad input found once the store is open: a taken name
+        raise UsageError(str(exc)) from None
     return EXIT_OK
 
 
@@ -421,13 +436,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         store = UsageStore(args.db, create=False)
     except FileNotFoundError:
         raise UsageError(f"--db: no usage store at {args.db}") from None
-    with store, _output(args.out, binary=args.format == "parquet") as out:
-        if args.format == "csv":
-            count = store.export_csv(out, start, end, user_id=args.user_id)
-        elif args.format == "jsonl":
-            count = store.export_jsonl(out, start, end, user_id=args.user_id)
-        else:
-            count = store.export_parquet(out, start, end, user_id=args.user_id)
+    with store:
+        try:
+            store.count_records(0, 0, account=args.account)  # an unknown account, before output
+        except ValueError as exc:
+            raise UsageError(f"--account: {exc}") from None
+        with _output(args.out, binary=args.format == "parquet") as out:
+            options: dict[str, Any] = {"user_id": args.user_id, "account": args.account}
+            if args.format == "csv":
+                count = store.export_csv(out, start, end, **options)
+            elif args.format == "jsonl":
+                count = store.export_jsonl(out, start, end, **options)
+            else:
+                count = store.export_parquet(out, start, end, **options)
     print(f"exported {count:,} records to {args.out or 'stdout'}", file=sys.stderr)
     return EXIT_OK
 
@@ -586,6 +607,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--user-id", type=user_id, metavar="U", help="one member's usage (admin keys only)"
     )
     backfill.add_argument(
+        "--account-name",
+        type=account_name,
+        metavar="NAME",
+        help="a readable name for the key's account in the file, shown in exports instead of "
+        "its fingerprint (kept for later runs)",
+    )
+    backfill.add_argument(
         "--refresh-recent",
         type=parse_duration,
         default=float(DAY),
@@ -603,11 +631,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=["csv", "jsonl", "parquet"],
         required=True,
-        help="csv (header timestamp,model,tokens), jsonl, or parquet (needs r9s_async[parquet])",
+        help="csv (header timestamp,model,tokens,account,user_id), jsonl, or parquet (needs "
+        "r9s_async[parquet])",
     )
     export.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     _time_options(export, start_required=False, end_help="exclusive end (default: now)")
     export.add_argument("--user-id", type=user_id, metavar="U", help="export a member's backfill")
+    export.add_argument(
+        "--account",
+        metavar="NAME_OR_FINGERPRINT",
+        help="export one account's records (default: every account in the file)",
+    )
 
     command("balance", "print the account balance", cmd_balance, True, times=False)
 
@@ -680,6 +714,10 @@ def _run(args: argparse.Namespace) -> int:
     except (UsageError, ConfigurationError) as exc:
         _report(args, exc)
         return EXIT_USAGE
+    except StoreError as exc:
+        _report(args, exc)
+        # A file that cannot be a store is a bad --db; a conflict is fixed by running again.
+        return EXIT_FAILURE if isinstance(exc, StoreConflictError) else EXIT_USAGE
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep Python from
         # complaining again when it flushes stdout at exit.
@@ -697,7 +735,8 @@ def _report(args: argparse.Namespace, exc: Exception) -> None:
         traceback.print_exception(exc, file=sys.stderr)
     text = str(exc) if isinstance(exc, R9sError | UsageError) else f"{type(exc).__name__}: {exc}"
     hint = getattr(args, "resume_hint", "")
-    if hint and not isinstance(exc, UsageError | ConfigurationError):
+    unusable = isinstance(exc, StoreError) and not isinstance(exc, StoreConflictError)
+    if hint and not unusable and not isinstance(exc, UsageError | ConfigurationError):
         text += f"; {hint}"
     _fail(text)
 

@@ -8,7 +8,8 @@
     ├── APIConnectionError          the request did not get an HTTP answer
     │   └── APITimeoutError         ... because an attempt ran past its timeout
     ├── MalformedResponseError      an answer that is not the documented envelope/schema
-    ├── StoreConflictError          another backfill changed a day of the store meanwhile
+    ├── StoreError                  the file cannot be used as a usage store
+    │   └── StoreConflictError      ... another backfill changed a day of it meanwhile
     └── APIError                    the API answered with an error (HTTP status or meta.code)
         ├── BadRequestError         400, 422
         ├── AuthenticationError     401
@@ -40,6 +41,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "StoreConflictError",
+    "StoreError",
     "api_error_class",
 ]
 
@@ -54,10 +56,6 @@ class ConfigurationError(R9sError):
 
 class ClientClosedError(R9sError, RuntimeError):
     """The client has been closed; create a new one."""
-
-
-class StoreConflictError(R9sError):
-    """Another backfill changed a day of the store while this one was fetching it."""
 
 
 def _suffix(request_id: str | None) -> str:
@@ -86,6 +84,32 @@ class APIConnectionError(R9sError):
         # these errors could not cross a process pool or be copied.
         kwargs = {"request_id": self.request_id}
         return _rebuild, (type(self), (self.message,), kwargs), self.__dict__
+
+
+class StoreError(R9sError):
+    """The file cannot be used as a usage store: not one, corrupt, or of another schema version.
+
+    Nothing was written to the file. The message names the file and says what to do.
+
+    Attributes:
+        path: The file, as given.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), (self.message,), {"path": self.path}), self.__dict__
+
+
+class StoreConflictError(StoreError):
+    """Another backfill changed a day of the store while this one was fetching it.
+
+    Nothing of that day was written. Unlike the other kinds of :class:`StoreError`, this one
+    is resolved by running the backfill again.
+    """
 
 
 class APITimeoutError(APIConnectionError):

@@ -269,6 +269,7 @@ class Client:
         user_id: str | int | None = None,
         refresh_recent: Duration = DEFAULT_REFRESH_RECENT,
         progress: ProgressCallback | None = None,
+        account_name: str | None = None,
     ) -> BackfillResult:
         """Blocking :meth:`AsyncClient.backfill`.
 
@@ -283,6 +284,7 @@ class Client:
                 user_id=user_id,
                 refresh_recent=refresh_recent,
                 progress=progress,
+                account_name=account_name,
             )
         )
 

@@ -48,7 +48,7 @@ def usage_requests(api: FakeR9sAPI) -> list[tuple[int, int]]:
 
 
 def stored(start: int, end: int, status: str = "complete") -> StoredWindow:
-    return StoredWindow(None, start, end, status, 0, None, 0, 0)  # type: ignore[arg-type]
+    return StoredWindow("a", None, start, end, status, 0, None, 0, 0)  # type: ignore[arg-type]
 
 
 # -- planning (pure) --------------------------------------------------------------------------
@@ -535,3 +535,84 @@ async def test_a_day_whose_records_fall_short_of_its_total_is_fetched_again(
     assert (1, 0) == (second.windows_fetched, second.windows_skipped)
     with UsageStore(db) as store:
         assert len(api.records(start, start + DAY - 1)) == store.count_records()
+
+
+# -- accounts ---------------------------------------------------------------------------------
+
+OTHER_KEY = "sk_mg_" + "1" * 64
+
+
+async def test_two_keys_backfilled_into_one_file_keep_each_accounts_totals_exact(
+    tmp_path: Path,
+) -> None:
+    first, second = FakeR9sAPI(), FakeR9sAPI(api_key=OTHER_KEY, seed=7, models=("only-b",))
+    db = tmp_path / "usage.db"
+    async with first.serve() as url_a, second.serve() as url_b:
+        async with AsyncClient(TEST_API_KEY, base_url=url_a) as a:
+            await a.backfill(D0, D0 + 3 * DAY, db=db, account_name="alpha")
+            account_a = a.account
+        async with AsyncClient(OTHER_KEY, base_url=url_b) as b:
+            result = await b.backfill(D0, D0 + 3 * DAY, db=db)
+            account_b = b.account
+
+    assert (3, 0) == (result.windows_fetched, result.windows_skipped)  # not alpha's days
+    with UsageStore(db) as store:
+        assert truth(first, D0, D0 + 3 * DAY) == list(store.iter_records(account="alpha"))
+        assert truth(second, D0, D0 + 3 * DAY) == list(
+            store.iter_records(account=account_b.fingerprint)
+        )
+        assert [account_a.fingerprint, account_b.fingerprint] == [
+            acc.fingerprint for acc in store.accounts()
+        ]
+        assert ["alpha", None] == [acc.name for acc in store.accounts()]
+        expected = sum(r.tokens for r in truth(first, D0, D0 + 3 * DAY)) + sum(
+            r.tokens for r in truth(second, D0, D0 + 3 * DAY)
+        )
+        assert expected == sum(store.tokens_by_model().values())
+
+
+async def test_the_same_key_at_two_base_urls_is_two_accounts(tmp_path: Path) -> None:
+    production, staging = FakeR9sAPI(), FakeR9sAPI(seed=3)
+    db = tmp_path / "usage.db"
+    async with production.serve() as url_p, staging.serve() as url_s:
+        async with AsyncClient(TEST_API_KEY, base_url=url_p) as p:
+            await p.backfill(D0, D0 + DAY, db=db)
+        async with AsyncClient(TEST_API_KEY, base_url=url_s) as s:
+            again = await s.backfill(D0, D0 + DAY, db=db)
+
+    assert 1 == again.windows_fetched
+    with UsageStore(db) as store:
+        assert [url_p, url_s] == [acc.base_url.rstrip("/") for acc in store.accounts()]
+        assert 2 == len({acc.fingerprint for acc in store.accounts()})
+        assert truth(production, D0, D0 + DAY) + truth(staging, D0, D0 + DAY) == list(
+            store.iter_records()
+        )
+
+
+async def test_a_name_taken_by_another_account_fails_before_anything_is_fetched(
+    tmp_path: Path,
+) -> None:
+    first, second = FakeR9sAPI(), FakeR9sAPI(api_key=OTHER_KEY)
+    db = tmp_path / "usage.db"
+    async with first.serve() as url_a, second.serve() as url_b:
+        async with AsyncClient(TEST_API_KEY, base_url=url_a) as a:
+            await a.backfill(D0, D0 + DAY, db=db, account_name="prod")
+        async with AsyncClient(OTHER_KEY, base_url=url_b) as b:
+            with pytest.raises(ValueError, match="'prod' is already used"):
+                await b.backfill(D0, D0 + DAY, db=db, account_name="prod")
+            with pytest.raises(ValueError, match="looks like a fingerprint"):
+                await b.backfill(D0, D0 + DAY, db=db, account_name="0123456789abcdef")
+
+    assert [] == usage_requests(second)
+
+
+def test_the_sync_client_passes_the_account_name_down(
+    threaded_base_url: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "usage.db"
+    with Client(TEST_API_KEY, base_url=threaded_base_url) as client:
+        client.backfill(D0, D0 + DAY, db=db, account_name="sync")
+
+    with UsageStore(db) as store:
+        assert ["sync"] == [acc.name for acc in store.accounts()]
+        assert ["sync"] == [w.account for w in store.windows()]

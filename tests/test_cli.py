@@ -322,8 +322,12 @@ def test_backfill_then_export_gives_the_records_of_the_half_open_range(
     assert "5/5 windows, 20 records" in lines[-2]
     assert "5 windows stored (5 fetched, 0 already complete)" in lines[-1]
     assert "5 windows stored (0 fetched, 5 already complete)" in again.stderr
-    expected = [[str(r.timestamp), r.model, str(r.tokens)] for r in truth(api, D0, D0 + 5 * DAY)]
-    assert [["timestamp", "model", "tokens"], *expected] == list(
+    with Client(TEST_API_KEY, base_url=env["R9S_BASE_URL"]) as client:
+        fp = client.account.fingerprint
+    expected = [
+        [str(r.timestamp), r.model, str(r.tokens), fp, ""] for r in truth(api, D0, D0 + 5 * DAY)
+    ]
+    assert [["timestamp", "model", "tokens", "account", "user_id"], *expected] == list(
         csv.reader(io.StringIO(exported.stdout))
     )
     assert "exported 20 records to stdout" in exported.stderr
@@ -348,12 +352,15 @@ def test_export_writes_jsonl_to_a_file_and_parquet_to_stdout_for_a_range(
 
     expected = truth(api, D0 + DAY, D0 + 3 * DAY)
     assert (0, 0, "") == (one.returncode, two.returncode, one.stdout)
-    assert [{"timestamp": r.timestamp, "model": r.model, "tokens": r.tokens} for r in expected] == [
-        json.loads(line) for line in jsonl.read_text().splitlines()
-    ]
+    fp = client.account.fingerprint
+    assert [
+        {"timestamp": r.timestamp, "model": r.model, "tokens": r.tokens, "account": fp}
+        | {"user_id": None}
+        for r in expected
+    ] == [json.loads(line) for line in jsonl.read_text().splitlines()]
     table = pq.read_table(io.BytesIO(two.stdout)).to_pylist()
-    assert [(r.timestamp, r.model, r.tokens) for r in expected] == [
-        (int(row["timestamp"].timestamp()), row["model"], row["tokens"]) for row in table
+    assert [(r.timestamp, r.model, r.tokens, fp, None) for r in expected] == [
+        (int(row.pop("timestamp").timestamp()), *row.values()) for row in table
     ]
     assert [] == [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
@@ -521,3 +528,49 @@ def test_help_says_naive_times_are_utc_and_backfill_ends_are_exclusive(
     assert "--end TIME exclusive end (default: now)" in backfill
     assert "--end TIME exclusive end (default: now)" in export
     assert "R9S_API_KEY (never from an argument)" in top
+
+
+def test_export_filters_by_account_name_and_an_unknown_account_exits_2(
+    api: FakeR9sAPI, env: dict[str, str], tmp_path: Path
+) -> None:
+    db = tmp_path / "usage.db"
+    other = FakeR9sAPI(api_key="sk_mg_" + "1" * 64, seed=5)
+    with other.serve_in_thread() as other_url:
+        named = r9s(
+            "backfill", "--start", "2024-10-04", "--end", "2024-10-06", "--db", str(db),
+            "--account-name", "prod", env=env,
+        )  # fmt: skip
+        second = r9s(
+            "backfill", "--start", "2024-10-04", "--end", "2024-10-06", "--db", str(db),
+            env=clean_env(R9S_API_KEY=other.api_key, R9S_BASE_URL=other_url),
+        )  # fmt: skip
+    only_prod = r9s("export", "--db", str(db), "--format", "csv", "--account", "prod")
+    everything = r9s("export", "--db", str(db), "--format", "csv")
+    unknown = r9s("export", "--db", str(db), "--format", "csv", "--account", "nope")
+
+    assert (0, 0, 0) == (named.returncode, second.returncode, only_prod.returncode), second.stderr
+    assert "2 windows stored (2 fetched, 0 already complete)" in second.stderr
+    rows = list(csv.reader(io.StringIO(only_prod.stdout)))[1:]
+    expected = [
+        [str(r.timestamp), r.model, str(r.tokens), "prod", ""] for r in truth(api, D0, D0 + 2 * DAY)
+    ]
+    assert expected == rows
+    assert len(expected) + len(truth(other, D0, D0 + 2 * DAY)) + 1 == len(
+        everything.stdout.splitlines()
+    )
+    assert (2, "") == (unknown.returncode, unknown.stdout)
+    assert "--account: no account 'nope'" in unknown.stderr
+
+
+def test_backfill_refuses_an_account_name_that_looks_like_a_fingerprint(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    db = tmp_path / "usage.db"
+
+    done = r9s(
+        "backfill", "--start", "2024-10-04", "--db", str(db), "--account-name", "a" * 16, env=env
+    )
+
+    assert 2 == done.returncode
+    assert "looks like a fingerprint" in done.stderr
+    assert not db.exists()

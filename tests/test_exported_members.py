@@ -24,6 +24,7 @@ from r9s_async import (
     RateLimitError,
     ServerError,
     StoreConflictError,
+    StoreError,
 )
 
 
@@ -50,6 +51,7 @@ def test_the_public_names_are_pinned() -> None:
         "RetryEvent",
         "ServerError",
         "StoreConflictError",
+        "StoreError",
         "StoredWindow",
         "UsageRecord",
         "UsageReport",
@@ -114,6 +116,7 @@ ERRORS: list[type[R9sError]] = [
     NotFoundError,
     RateLimitError,
     ServerError,
+    StoreError,
     StoreConflictError,
 ]
 
@@ -145,6 +148,7 @@ def test_every_error_is_an_r9s_error(error: type[Exception]) -> None:
         (RateLimitError, APIError),
         (ServerError, APIError),
         (ClientClosedError, RuntimeError),
+        (StoreConflictError, StoreError),
     ],
     ids=lambda c: c.__name__,
 )
@@ -188,6 +192,8 @@ SAMPLES: list[R9sError] = [
     APIConnectionError("ClientOSError: reset"),
     ConfigurationError("no API key"),
     ClientClosedError("closed"),
+    StoreError("'x.db' is not a usage store", path="x.db"),
+    StoreConflictError("another writer changed day 2024-10-04", path="x.db"),
 ]
 
 

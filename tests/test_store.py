@@ -15,12 +15,21 @@ from pathlib import Path
 import pytest
 from _helpers import DAY
 
-from r9s_async import StoreConflictError, StoredWindow, UsageRecord, UsageReport, UsageStore
+from r9s_async import (
+    Account,
+    StoreConflictError,
+    StoredWindow,
+    StoreError,
+    UsageRecord,
+    UsageReport,
+    UsageStore,
+)
 from r9s_async._store import SCHEMA_VERSION
 
 pq = importlib.import_module("pyarrow.parquet")  # the `parquet` extra; untyped
 
 D0 = 100 * DAY  # 1970-04-11
+ORG = Account("https://api.example/v1", "0123456789abcdef")  # the default account of put()
 
 
 def rec(timestamp: int, tokens: int, model: str = "m") -> UsageRecord:
@@ -36,7 +45,10 @@ def store(tmp_path: Path) -> Iterator[UsageStore]:
 def put(store: UsageStore, start: int, end: int, records: list[UsageRecord], **kw: object) -> None:
     options: dict[str, object] = {"status": "complete", "fetched_at": 0, "request_id": "r"}
     options.update(kw)
+    account = options.pop("account", ORG)
+    assert isinstance(account, Account)
     store.replace_window(
+        account,
         str(options.pop("scope", "")),
         start,
         end,
@@ -82,7 +94,9 @@ def test_replacing_a_window_replaces_all_its_records_and_its_coverage(store: Usa
     put(store, D0, D0 + DAY, [rec(D0, 7), rec(D0 + 7200, 2)], request_id="again")
 
     assert [rec(D0, 7), rec(D0 + 7200, 2)] == list(store.iter_records())
-    assert [StoredWindow(None, D0, D0 + DAY, "complete", 0, "again", 2, 9)] == store.windows()
+    assert [
+        StoredWindow(ORG.fingerprint, None, D0, D0 + DAY, "complete", 0, "again", 2, 9)
+    ] == store.windows()
 
 
 def test_a_window_must_lie_within_one_utc_day(store: UsageStore) -> None:
@@ -184,8 +198,9 @@ def test_a_sqlite_file_of_another_application_is_refused(tmp_path: Path) -> None
     other.commit()
     other.close()
 
-    with pytest.raises(sqlite3.DatabaseError, match="not an r9s_async usage store"):
+    with pytest.raises(StoreError, match="not an r9s_async usage store") as caught:
         UsageStore(path)
+    assert str(path) == caught.value.path
 
 
 def test_a_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
@@ -195,7 +210,7 @@ def test_a_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
 
-    with pytest.raises(sqlite3.DatabaseError, match="schema version"):
+    with pytest.raises(StoreError, match=r"schema version 3; .* reads schema version 2"):
         UsageStore(path)
 
 
@@ -234,12 +249,13 @@ def test_csv_export_has_the_header_and_rows_in_time_order(filled: UsageStore) ->
     count = filled.export_csv(out)
 
     assert 4 == count
+    fp = ORG.fingerprint
     assert [
-        ["timestamp", "model", "tokens"],
-        [str(D0), "b", "5"],
-        [str(D0), "b", "5"],
-        [str(D0 + 60), 'a,"x"', "4"],
-        [str(D0 + DAY), "a", "1"],
+        ["timestamp", "model", "tokens", "account", "user_id"],
+        [str(D0), "b", "5", fp, ""],
+        [str(D0), "b", "5", fp, ""],
+        [str(D0 + 60), 'a,"x"', "4", fp, ""],
+        [str(D0 + DAY), "a", "1", fp, ""],
     ] == list(csv.reader(io.StringIO(out.getvalue())))
 
 
@@ -249,9 +265,10 @@ def test_jsonl_export_is_one_object_per_record(filled: UsageStore) -> None:
     count = filled.export_jsonl(out, D0 + 1, D0 + 2 * DAY)
 
     assert 2 == count
+    org = {"account": ORG.fingerprint, "user_id": None}
     assert [
-        {"timestamp": D0 + 60, "model": 'a,"x"', "tokens": 4},
-        {"timestamp": D0 + DAY, "model": "a", "tokens": 1},
+        {"timestamp": D0 + 60, "model": 'a,"x"', "tokens": 4, **org},
+        {"timestamp": D0 + DAY, "model": "a", "tokens": 1, **org},
     ] == [json.loads(line) for line in out.getvalue().splitlines()]
 
 
@@ -264,13 +281,16 @@ def test_parquet_export_holds_the_records_with_a_utc_timestamp(
 
     table = pq.read_table(path)
     assert 4 == count
-    assert ["timestamp", "model", "tokens"] == table.column_names
+    assert ["timestamp", "model", "tokens", "account", "user_id"] == table.column_names
     assert "UTC" == table.schema.field("timestamp").type.tz
+    assert ["string", "string"] == [str(table.schema.field(c).type) for c in ("account", "user_id")]
+    org = {"account": ORG.fingerprint, "user_id": None}
+    at = [datetime.fromtimestamp(t, tz=UTC) for t in (D0, D0, D0 + 60, D0 + DAY)]
     assert [
-        {"timestamp": datetime.fromtimestamp(D0, tz=UTC), "model": "b", "tokens": 5},
-        {"timestamp": datetime.fromtimestamp(D0, tz=UTC), "model": "b", "tokens": 5},
-        {"timestamp": datetime.fromtimestamp(D0 + 60, tz=UTC), "model": 'a,"x"', "tokens": 4},
-        {"timestamp": datetime.fromtimestamp(D0 + DAY, tz=UTC), "model": "a", "tokens": 1},
+        {"timestamp": at[0], "model": "b", "tokens": 5, **org},
+        {"timestamp": at[1], "model": "b", "tokens": 5, **org},
+        {"timestamp": at[2], "model": 'a,"x"', "tokens": 4, **org},
+        {"timestamp": at[3], "model": "a", "tokens": 1, **org},
     ] == [{**row, "timestamp": row["timestamp"].astimezone(UTC)} for row in table.to_pylist()]
 
 
