@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from itertools import pairwise
 from typing import Any
 
@@ -333,6 +333,7 @@ def check_min_runway_days(
 
     Args:
         runway: Days of runway from :func:`runway_days`; ``None`` (no recent usage) passes.
+            The message shows it rounded down to a tenth, so it never looks longer than it is.
         threshold: The fewest acceptable days.
         day: The UTC day of the balance the runway was computed from.
     """
@@ -344,9 +345,9 @@ def check_min_runway_days(
         return CheckResult("min_runway_days", True, None, threshold, day, message)
     passed = runway >= threshold
     relation = "at least" if passed else "below"
+    shown = display_amount(runway, 1, rounding=ROUND_DOWN)
     message = (
-        f"min_runway_days: runway {display_amount(runway, 1)} days is {relation} "
-        f"{threshold} days on {day.isoformat()}"
+        f"min_runway_days: runway {shown} days is {relation} {threshold} days on {day.isoformat()}"
     )
     return CheckResult("min_runway_days", passed, runway, threshold, day, message)
 

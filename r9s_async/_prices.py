@@ -538,18 +538,19 @@ def _sum_costs(pairs: Iterable[tuple[_Key, CostLine]]) -> dict[_Key, Decimal]:
     return dict(sorted(totals.items()))
 
 
-def display_amount(amount: Decimal, places: int = 2) -> str:
-    """An amount rounded for display (half to even), for example ``"12.35"``.
+def display_amount(amount: Decimal, places: int = 2, *, rounding: str = ROUND_HALF_EVEN) -> str:
+    """An amount rounded for display (half to even by default), for example ``"12.35"``.
 
     Rounding happens only here, never in a computation.
 
     Args:
         amount: The exact amount.
         places: Digits after the decimal point.
+        rounding: A :mod:`decimal` rounding mode, such as ``decimal.ROUND_DOWN``.
 
     Returns:
         The rounded amount as text, with exactly ``places`` decimals.
     """
     exponent = Decimal(1).scaleb(-places)
     with localcontext(Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)):
-        return str(amount.quantize(exponent, rounding=ROUND_HALF_EVEN))
+        return str(amount.quantize(exponent, rounding=rounding))
