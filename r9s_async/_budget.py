@@ -61,7 +61,7 @@ def burn_rate_from_costs(daily_costs: Mapping[date, Decimal], *, today: date) ->
     """The average daily cost over the 7 complete UTC days before ``today``.
 
     A day missing from ``daily_costs`` counts as zero; days outside the 7 are ignored. Give it
-    :meth:`CostBreakdown.by_day`; the result inherits its caveats (a blended-price estimate,
+    ``CostBreakdown.by_day()``; the result inherits its caveats (a blended-price estimate,
     unpriced tokens not counted).
 
     Args:
@@ -267,7 +267,7 @@ class CheckResult:
 
     @property
     def text(self) -> str:
-        """One line for a terminal or a chat message: ``FAIL``/``ok``, then the message."""
+        """One line for a terminal or a chat message, ``FAIL`` or ``ok`` then the message."""
         return f"{'ok' if self.passed else 'FAIL'} {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -332,7 +332,7 @@ def check_min_runway_days(
     """Fails when the runway is shorter than ``threshold`` days.
 
     Args:
-        runway: Days of runway from :func:`runway_days`; ``None`` (no recent usage) passes.
+        runway: Days of runway from ``runway_days()``; ``None`` (no recent usage) passes.
             The message shows it rounded down to a tenth, so it never looks longer than it is.
         threshold: The fewest acceptable days.
         day: The UTC day of the balance the runway was computed from.
@@ -398,12 +398,12 @@ def check_max_daily_cost(
 
 
 def check_spike_factor(result: Spike) -> CheckResult:
-    """Fails when :func:`spike` found the last complete day above ``factor`` times the median.
+    """Fails when ``spike()`` found the last complete day above ``factor`` times the median.
 
     The figure is the day's tokens; the threshold is ``factor * median`` tokens.
 
     Args:
-        result: The comparison from :func:`spike`.
+        result: The comparison from ``spike()``.
     """
     threshold = result.factor * result.median
     day = result.day.isoformat()
@@ -425,7 +425,7 @@ def check_spike_factor(result: Spike) -> CheckResult:
 
 
 def exit_code(results: Iterable[CheckResult]) -> int:
-    """0 when every check passed, :data:`EXIT_CHECK_FAILED` (3) when any failed."""
+    """0 when every check passed, ``EXIT_CHECK_FAILED`` (3) when any failed."""
     return 0 if all(r.passed for r in results) else EXIT_CHECK_FAILED
 
 
@@ -451,7 +451,7 @@ def checks_document(results: Iterable[CheckResult], *, account: str) -> dict[str
 
 
 def webhook_payload(results: Iterable[CheckResult], *, account: str) -> dict[str, Any]:
-    """The JSON body posted on failure: :func:`checks_document` plus a ``text`` field.
+    """The JSON body posted on failure: ``checks_document()`` plus a ``text`` field.
 
     ``text`` is the failure lines under a heading naming the account, so a Slack incoming
     webhook shows it as it is.

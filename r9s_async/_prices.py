@@ -2,11 +2,11 @@
 
 The API reports one token count per record, with no split between input and output tokens, so
 every cost here is an **estimate from a blended price** per model. Whatever shows a cost should
-say so (:data:`ESTIMATE_NOTE`).
+say so (``ESTIMATE_NOTE``).
 
 Money is :class:`~decimal.Decimal` throughout and nothing is rounded inside: a cost is
 ``tokens * per_million_tokens / 1_000_000`` computed exactly, and totals are exact sums.
-Round only to show a figure (:func:`display_amount`).
+Round only to show a figure (``display_amount()``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ ESTIMATE_NOTE = (
     "costs are estimates from one blended price per model: "
     "the API reports no split between input and output tokens"
 )
-"""The caveat to print beside any cost computed from a :class:`PriceTable`."""
+"""The caveat to print beside any cost computed from a ``PriceTable``."""
 
 # Products and sums of exact decimals are exact when the precision is unbounded; trapping
 # Inexact and Rounded makes any rounding a loud error rather than a silently wrong cent.
@@ -132,12 +132,12 @@ class Price:
 
     @property
     def is_pattern(self) -> bool:
-        """Whether :attr:`model` contains ``*``."""
+        """Whether ``model`` contains ``*``."""
         return "*" in self.model
 
     @property
     def literal_length(self) -> int:
-        """The number of characters of :attr:`model` other than ``*``: a pattern's specificity."""
+        """How specific a pattern is, the number of characters of ``model`` other than ``*``."""
         return len(self.model) - self.model.count("*")
 
 
@@ -198,8 +198,8 @@ class PriceTable:
     Costs are estimates from a blended price: the API gives one token count per record, with
     no split between input and output tokens.
 
-    Build one with :meth:`load` or :meth:`from_string`; constructing it directly from
-    :class:`Price` entries works too.
+    Build one with ``load()`` or ``from_string()``; constructing it directly from
+    ``Price`` entries works too.
 
     Attributes:
         currency: The ISO currency code of every price, for example ``"USD"``.
@@ -352,7 +352,7 @@ class PriceTable:
             day: The UTC day the tokens were used.
 
         Returns:
-            The cost in :attr:`currency`, or ``None`` when the model is unpriced that day.
+            The cost in ``currency``, or ``None`` when the model is unpriced that day.
 
         Raises:
             TypeError: ``tokens`` is not an ``int`` or ``day`` is not a date.
@@ -367,9 +367,9 @@ class PriceTable:
     def costs(self, tokens_by_day_and_model: Mapping[tuple[date, str], int]) -> CostBreakdown:
         """Cost every (UTC day, model) cell of a token mapping.
 
-        Takes what :meth:`UsageReport.tokens_by_day_and_model` and
-        :meth:`UsageStore.tokens_by_day_and_model` return. Each day is costed at the price in
-        force that day. Estimates from a blended price (see the class docstring).
+        Takes what :meth:`~r9s_async.UsageReport.tokens_by_day_and_model` and
+        :meth:`~r9s_async.UsageStore.tokens_by_day_and_model` return. Each day is costed at
+        the price in force that day. Estimates from a blended price (see the class docstring).
 
         Args:
             tokens_by_day_and_model: Tokens per ``(day, model)``.
@@ -479,7 +479,7 @@ class CostBreakdown:
 
     A blended-price estimate: the API gives one token count per record, with no split between
     input and output tokens. A model priced on some days and not on others shows in both
-    :meth:`by_model` (the cost of its priced days) and :meth:`unpriced_by_model` (the tokens of
+    ``by_model()`` (the cost of its priced days) and ``unpriced_by_model()`` (the tokens of
     the others). The totals cover priced tokens only: unpriced tokens are never costed as zero.
 
     Attributes:
@@ -546,7 +546,7 @@ def display_amount(amount: Decimal, places: int = 2, *, rounding: str = ROUND_HA
     Args:
         amount: The exact amount.
         places: Digits after the decimal point.
-        rounding: A :mod:`decimal` rounding mode, such as ``decimal.ROUND_DOWN``.
+        rounding: A ``decimal`` rounding mode, such as ``decimal.ROUND_DOWN``.
 
     Returns:
         The rounded amount as text, with exactly ``places`` decimals.
