@@ -2,7 +2,7 @@
 
 The page needs nothing but itself: inline CSS, inline SVG charts, no JavaScript, no URL to
 fetch, so it opens offline, mails as one file, and prints. The charts are drawn here, by a small
-SVG writer (~150 lines) rather than a plotting library: bars, a line and axes are all this page
+SVG writer (~200 lines) rather than a plotting library: bars, a line and axes are all this page
 needs, it adds no dependency to the base install, and it keeps the output byte-reproducible
 (plotting libraries embed dates, random ids and float noise), so the same figures always give
 the same bytes. Every text that reaches the page goes through ``html.escape``: model names and
