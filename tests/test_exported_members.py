@@ -69,6 +69,7 @@ def test_the_testing_names_are_pinned() -> None:
         "FaultPlan",
         "RateLimit",
         "RecordedRequest",
+        "ServedFakeR9sAPI",
     ]
 
     assert expected == r9s_async.testing.__all__

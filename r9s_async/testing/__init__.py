@@ -9,10 +9,13 @@ Example::
     async with api.serve() as base_url:
         async with AsyncClient(TEST_API_KEY, base_url=base_url) as client:
             report = await client.usage(0, 3 * 86_400)
+
+With pytest, the ``r9s_fake_api`` fixture (installed with the package) serves one per test.
 """
 
 from ._fake import TEST_API_KEY, FakeR9sAPI, RecordedRequest
 from ._faults import Fault, FaultKind, FaultPlan, RateLimit
+from ._served import ServedFakeR9sAPI
 
 __all__ = [
     "TEST_API_KEY",
@@ -22,4 +25,5 @@ __all__ = [
     "FaultPlan",
     "RateLimit",
     "RecordedRequest",
+    "ServedFakeR9sAPI",
 ]
