@@ -1,4 +1,4 @@
-"""Sessions a newcomer can guess: tests, lint, typecheck, docs, bench."""
+"""Sessions a newcomer can guess: tests, lint, typecheck, docs, bench, dlt, dagster."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and this file."""
-    session.install("-e", ".[test]", "mypy", "nox")
+    session.install("-e", ".[dlt-test]", "mypy", "nox")
     session.run("mypy", "--strict")
 
 
@@ -63,3 +63,38 @@ def bench(session: nox.Session) -> None:
     """The benchmark suite against its peers (`nox -s bench -- --quick` for a short run)."""
     session.install(".", "requests")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def dlt(session: nox.Session) -> None:
+    """The dlt source on DuckDB and a PostgreSQL server the tests start (tests/integration)."""
+    session.install("-e", ".[dlt-test]")
+    # Exit code 5 (nothing collected) fails the session like any other.
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "--no-cov",
+        "tests/integration",
+        *session.posargs,
+        env={"R9S_INTEGRATION": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+def dagster(session: nox.Session) -> None:
+    """The Dagster recipe of docs/examples: three daily partitions, materialized twice."""
+    session.install("-e", ".[dlt-test]", "dagster>=1.8")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "--no-cov",
+        "tests/integration/test_dagster_recipe.py",
+        *session.posargs,
+        env={"R9S_INTEGRATION": "1", "R9S_DAGSTER": "1"},
+    )
