@@ -260,7 +260,7 @@ def headline(report: StoreReport, prices_path: str | None) -> list[str]:
         lines.append(f"note: {ESTIMATE_NOTE}")
     burn = report.burn
     if burn is None:
-        lines.append(f"burn rate and runway: {report.runway_note}; choose one with --account")
+        lines.append(str(report.runway_note))
         return lines
     span = f"{burn.first_day} to {burn.last_day}"
     source = (

@@ -242,7 +242,7 @@ def build_report(
     balance: BalanceSnapshot | None = None
     burn: Burn | None = None
     runway: Decimal | None = None
-    note: str | None = "burn rate and runway are per account"
+    note: str | None = "burn rate and runway are per account: choose one with --account"
     if one is not None:
         balance, burn = latest_balance(store, one), burn_rate(store, one, prices, today=today)
         runway, note = runway_of(balance, burn)
