@@ -25,7 +25,8 @@ from ._exceptions import (
     StoreConflictError,
     StoreError,
 )
-from ._models import Account, Balance, UsageRecord, UsageReport
+from ._models import Account, Balance, BalanceSnapshot, UsageRecord, UsageReport
+from ._prices import CostBreakdown, CostLine, Price, PriceTable, PriceTableError
 from ._retry import RetryEvent
 from ._store import StoredWindow, UsageStore
 from ._sync_client import Client
@@ -42,12 +43,18 @@ __all__ = [
     "BackfillResult",
     "BadRequestError",
     "Balance",
+    "BalanceSnapshot",
     "Client",
     "ClientClosedError",
     "ConfigurationError",
+    "CostBreakdown",
+    "CostLine",
     "MalformedResponseError",
     "NotFoundError",
     "PermissionDeniedError",
+    "Price",
+    "PriceTable",
+    "PriceTableError",
     "R9sError",
     "RateLimitError",
     "RetryEvent",

@@ -25,7 +25,7 @@ from ._async_client import AsyncClient
 from ._backfill import BackfillProgress, BackfillResult
 from ._config import check_user_id
 from ._exceptions import ConfigurationError, R9sError, StoreConflictError, StoreError
-from ._models import Balance, UsageReport
+from ._models import UsageReport
 from ._optional import import_optional
 from ._store import UsageStore, check_account_name
 from ._times import DAY, to_unix
@@ -340,25 +340,6 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_balance(args: argparse.Namespace) -> int:
-    client = _client(args)
-
-    async def fetch() -> Balance:
-        async with client:
-            return await client.balance()
-
-    balance = asyncio.run(fetch())
-    rows = [
-        ("balance", f"{balance.balance} {balance.currency_code}"),
-        ("coupon balance", str(balance.coupon_balance)),
-        ("credit limit", str(balance.credit_limit)),
-        ("total coupon amount", str(balance.total_coupon_amount)),
-    ]
-    for name, value in rows:
-        print(f"{name:<20} {value}")
-    return EXIT_OK
-
-
 def _backfill(
     client: AsyncClient,
     start: int,
@@ -422,6 +403,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # bad input found once the store is open: a taken name
         raise UsageError(str(exc)) from None
+    from ._cli_money import record_balance_after_backfill
+
+    record_balance_after_backfill(args)
     return EXIT_OK
 
 
@@ -643,7 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="export one account's records (default: every account in the file)",
     )
 
-    command("balance", "print the account balance", cmd_balance, True, times=False)
+    # Imported here: the money commands build on this module's helpers.
+    from ._cli_money import add_money_commands
+
+    add_money_commands(command)
 
     demo = command(
         "demo",

@@ -4,6 +4,7 @@
 
     R9sError
     ├── ConfigurationError          bad or missing configuration (e.g. no API key)
+    │   └── PriceTableError         ... a price table that cannot be used (in _prices.py)
     ├── ClientClosedError           the client was closed and cannot be reused
     ├── APIConnectionError          the request did not get an HTTP answer
     │   └── APITimeoutError         ... because an attempt ran past its timeout

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import field, frozen
 
 from ._optional import import_optional
 from ._times import utc_day
 
-__all__ = ["Account", "Balance", "UsageRecord", "UsageReport"]
+if TYPE_CHECKING:
+    from ._prices import CostBreakdown, PriceTable
+
+__all__ = ["Account", "Balance", "BalanceSnapshot", "UsageRecord", "UsageReport"]
 
 
 @frozen
@@ -103,6 +106,17 @@ class UsageReport:
             totals[key] = totals.get(key, 0) + record.tokens
         return dict(sorted(totals.items()))
 
+    def costs(self, prices: PriceTable) -> CostBreakdown:
+        """Estimated costs per (UTC day, model), each day at the price in force then.
+
+        The same as ``prices.costs(report.tokens_by_day_and_model())``: estimates from a
+        blended price, with unpriced models kept apart (never costed as zero).
+
+        Args:
+            prices: The price table.
+        """
+        return prices.costs(self.tokens_by_day_and_model())
+
     def to_pandas(self) -> Any:
         """The records as a :class:`pandas.DataFrame`; needs the ``pandas`` extra.
 
@@ -141,3 +155,33 @@ class Balance:
     credit_limit: Decimal
     total_coupon_amount: Decimal
     request_id: str | None = None
+
+
+@frozen
+class BalanceSnapshot:
+    """A balance as read at one moment and kept in a :class:`UsageStore`.
+
+    Amounts are exact :class:`~decimal.Decimal` values (stored as decimal text).
+
+    Attributes:
+        taken_at: When it was read, Unix seconds (UTC).
+        account: The account's name when it has one, else its fingerprint.
+        balance: The balance.
+        credit_limit: How far below zero the account may go.
+        coupon_balance: Remaining coupon credit.
+        currency: ISO currency code, for example ``"USD"``.
+        request_id: ``meta.request_id`` of the answer it came from.
+    """
+
+    taken_at: int
+    account: str
+    balance: Decimal
+    credit_limit: Decimal
+    coupon_balance: Decimal
+    currency: str
+    request_id: str | None = None
+
+    @property
+    def day(self) -> date:
+        """The UTC day it was read."""
+        return utc_day(self.taken_at)

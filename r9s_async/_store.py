@@ -11,6 +11,9 @@ Layout (schema version 2, WAL mode):
   numbered by ``seq`` in the order the server sent them. Identical records are distinct usage:
   they are all kept, told apart by ``seq``.
 
+- ``balances`` and ``alerts_sent``: balance snapshots and the failed checks already reported,
+  created by their first write (see ``_store_money.py``).
+
 ``scope`` is the ``user_id`` a backfill asked for, or ``''`` for the organisation.
 A window and its records are always replaced in one transaction, so after any crash the file
 holds whole windows only. A file is identified (``application_id``, ``user_version``, its
@@ -40,6 +43,7 @@ from ._config import check_user_id
 from ._exceptions import StoreConflictError, StoreError
 from ._models import Account, UsageRecord
 from ._optional import import_optional
+from ._store_money import MoneyTables
 from ._times import DAY, TimeLike, day_start, to_half_open, utc_day
 
 __all__ = ["SCHEMA_VERSION", "StoredWindow", "UsageStore", "check_account_name"]
@@ -155,13 +159,14 @@ def check_account_name(name: object) -> str | None:
     return name
 
 
-class UsageStore:
+class UsageStore(MoneyTables):
     """A SQLite file of usage records, filled by ``backfill()`` one whole window at a time.
 
     One file holds the data of several accounts (API root and key) and, for each, of the
     organisation and of single members, side by side. Reads default to every account and to
     the organisation's own rows (``user_id=None``), so an organisation's total never silently
-    includes its members' separate backfills.
+    includes its members' separate backfills. It keeps balance snapshots beside the usage
+    (:meth:`record_balance`, :meth:`balance_history`).
 
     Safe to share between threads (calls are serialised) and between processes (SQLite
     locking; WAL mode lets readers run beside a writer). Opening only reads the file: its

@@ -10,9 +10,11 @@ no aiohttp exception (whose ``request_info`` carries the headers) is chained to 
 from __future__ import annotations
 
 import asyncio
+import json
 import platform
 import zlib
 from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 from aiohttp import ClientSession
@@ -37,6 +39,7 @@ __all__ = [
     "ClientSession",
     "Transport",
     "check_session",
+    "post_json",
 ]
 
 USER_AGENT = (
@@ -244,3 +247,43 @@ class Transport:
         if type(exc) is aiohttp.ClientResponseError:  # not a proxy's refusal, a subclass
             return self._redact(f"malformed HTTP from the server: {exc.message}")
         return self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+async def post_json(url: str, payload: Mapping[str, Any], *, seconds: float = 10.0) -> int:
+    """POST ``payload`` as JSON to ``url`` (a webhook) and give the answer's status.
+
+    No key is sent, redirects are not followed, and proxies and ``.netrc`` are not used.
+    Error messages name only the URL's origin: a webhook URL is often a secret itself.
+
+    Args:
+        url: An ``http`` or ``https`` URL.
+        payload: A JSON-able mapping.
+        seconds: How long the whole post may take.
+
+    Returns:
+        The HTTP status of the answer (any status: the caller judges it).
+
+    Raises:
+        APITimeoutError: No answer within ``timeout``.
+        APIConnectionError: No HTTP answer (refused connection, DNS, TLS).
+    """
+    target = URL(url)
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    failure: R9sError
+    try:
+        async with (
+            asyncio.timeout(seconds),
+            ClientSession(trust_env=False) as session,
+            session.post(target, data=body, headers=headers, allow_redirects=False) as response,
+        ):
+            await response.read()
+            return response.status
+    except TimeoutError:
+        failure = APITimeoutError(f"no answer from {target.origin()} within {seconds:g}s")
+    except aiohttp.ClientError as exc:
+        os_error = getattr(exc, "os_error", None)
+        strerror = os_error.strerror if isinstance(os_error, OSError) else None
+        reason = f": {strerror}" if strerror else ""
+        failure = APIConnectionError(f"{target.origin()}: {type(exc).__name__}{reason}")
+    raise failure
