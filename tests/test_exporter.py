@@ -218,6 +218,28 @@ async def test_balance_credit_limit_and_runway_come_from_the_snapshots(
     assert {("prod",): 12.0 * DAY} == of(samples, "r9s_balance_runway_seconds")  # 120 / 10
 
 
+class FlatBalances:
+    """No spending over the 7 days (runway without end), or one snapshot (burn unknown)."""
+
+    def balance_snapshots(self, account: str) -> list[BalanceSnapshot]:
+        first = BalanceSnapshot(D0, Decimal("50"), Decimal("0"), "USD")
+        if account == "prod":
+            return [first, BalanceSnapshot(D0 + 7 * DAY, Decimal("50"), Decimal("0"), "USD")]
+        return [first]
+
+
+async def test_no_spending_is_an_infinite_runway_and_an_unknown_burn_none(
+    filled: tuple[str, Expected],
+) -> None:
+    db, _ = filled
+    now = D0 + 7 * DAY + 3600
+
+    samples = parse(scrape_store(db, balances=FlatBalances(), now=lambda: now))
+
+    assert {("prod",): float("inf")} == of(samples, "r9s_balance_runway_seconds")
+    assert {("prod", "USD"): 50.0, ("staging", "USD"): 50.0} == of(samples, "r9s_balance")
+
+
 async def test_without_a_balance_source_there_are_no_balance_metrics(
     filled: tuple[str, Expected],
 ) -> None:
@@ -275,6 +297,42 @@ def test_a_sync_starts_at_the_first_stored_day_or_a_week_back(tmp_path: Path) ->
         now = D0 + 30 * DAY + 5
 
         assert D0 + 23 * DAY == sync_start(store, "0123456789abcdef", now=now)
+
+
+async def test_a_sync_reaches_back_to_the_first_stored_day(
+    filled: tuple[str, Expected],
+) -> None:
+    db, _ = filled
+    with UsageStore(db, create=False) as store:
+        prod = next(a for a in store.accounts() if a.label == "prod")
+
+        assert D0 == sync_start(store, prod.fingerprint, now=D0 + 30 * DAY)
+
+
+async def test_a_sync_hands_the_balance_it_read_to_the_recorder(tmp_path: Path) -> None:
+    db = str(tmp_path / "usage.db")
+    UsageStore(db).close()
+    read: list[tuple[str, Decimal]] = []
+    async with FakeR9sAPI().serve() as base_url:
+        client = make_client(base_url)
+        with UsageStore(db, create=False) as store:
+            task = asyncio.create_task(
+                run_sync(
+                    client,
+                    store,
+                    every=60,
+                    state=SyncState(),
+                    record_balance=lambda a, b: read.append((a.fingerprint, b.balance)),
+                )
+            )
+            try:
+                await eventually(lambda: bool(read), within=10)
+            finally:
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+    assert [(client.account.fingerprint, Decimal("470.010481"))] == read
 
 
 async def test_a_failed_sync_is_counted_and_the_exporter_keeps_serving(tmp_path: Path) -> None:
