@@ -27,6 +27,7 @@ from ._config import check_user_id
 from ._exceptions import ConfigurationError, R9sError, StoreConflictError, StoreError
 from ._models import UsageReport
 from ._optional import import_optional
+from ._prices import PriceTable
 from ._store import UsageStore, check_account_name
 from ._times import DAY, to_unix
 
@@ -437,6 +438,59 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_exporter(args: argparse.Namespace) -> int:
+    from . import _exporter as exporter
+
+    try:
+        import_optional("prometheus_client", "prometheus")
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    if args.textfile is not None and args.sync_every is not None:
+        raise UsageError(
+            "--textfile writes the metrics once and exits, so it takes no --sync-every; "
+            f"run `{PROG} backfill` before it instead"
+        )
+    if args.sync_every is not None and args.sync_every <= 0:
+        raise UsageError("--sync-every must be longer than 0s")
+    prices = PriceTable.load(args.prices) if args.prices is not None else None
+    client = _client(args) if args.sync_every is not None else None  # the key, checked first
+    try:
+        store = UsageStore(args.db, create=False)
+    except FileNotFoundError:
+        raise UsageError(
+            f"--db: no usage store at {args.db}; fill it first: {PROG} backfill --db {args.db}"
+        ) from None
+    with store:
+        state = exporter.SyncState() if client is not None else None
+        balances = exporter.store_balances(store)
+        collector = exporter.UsageCollector(store, prices=prices, sync=state, balances=balances)
+        registry = exporter.make_registry(collector)
+        if args.textfile is not None:
+            exporter.write_textfile(args.textfile, registry)
+            print(f"{PROG} exporter: wrote the metrics to {args.textfile}", file=sys.stderr)
+            return EXIT_OK if collector.store_read else EXIT_FAILURE
+
+        async def sync() -> None:
+            assert client is not None
+            assert state is not None
+            record = exporter.balance_recorder(store)
+            await exporter.run_sync(
+                client, store, every=args.sync_every, state=state, record_balance=record
+            )
+
+        def ready(url: str) -> None:
+            print(f"{PROG} exporter: serving {url} (SIGTERM or Ctrl-C stops)", file=sys.stderr)
+            sys.stderr.flush()
+
+        background = sync if client is not None else None
+        asyncio.run(
+            exporter.serve(
+                registry, host=args.host, port=args.port, background=background, ready=ready
+            )
+        )
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .testing import TEST_API_KEY, FakeR9sAPI
 
@@ -631,6 +685,36 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_money import add_money_commands
 
     add_money_commands(command)
+
+    exp = command(
+        "exporter",
+        "serve a usage store's metrics to Prometheus on /metrics (needs r9s_async[prometheus])",
+        cmd_exporter,
+        True,
+        times=False,
+    )
+    exp.add_argument("--db", required=True, metavar="PATH", help="the usage store to read")
+    exp.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    exp.add_argument("--port", type=int, default=9464, help="TCP port (9464; 0: any free port)")
+    exp.add_argument(
+        "--sync-every",
+        type=parse_duration,
+        metavar="DURATION",
+        help="also back up the key's account into --db on this period, in the background: "
+        "the last 7 days and any gap since the first stored day (needs R9S_API_KEY); "
+        "a failed sync is logged and counted in r9s_sync_errors_total",
+    )
+    exp.add_argument(
+        "--prices",
+        metavar="FILE",
+        help="a price table (TOML) for r9s_usage_estimated_cost_total",
+    )
+    exp.add_argument(
+        "--textfile",
+        metavar="PATH",
+        help="write the metrics once to PATH, atomically, for node_exporter's textfile "
+        "collector, and exit",
+    )
 
     demo = command(
         "demo",
