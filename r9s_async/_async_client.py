@@ -32,13 +32,21 @@ from ._config import (
 )
 from ._decode import Redact, UsageAnswer, decode_balance, decode_usage
 from ._exceptions import ClientClosedError, R9sError
-from ._fanout import fan_out, take_turn
+from ._fanout import fan_out, heal, take_turn
 from ._models import Account, Balance, UsageReport
 from ._retry import RetryEvent, RetryHook, backoff_delay, decide_retry
 from ._throttle import Throttle
-from ._times import TimeLike, to_range
+from ._times import TimeLike, to_half_open
 from ._transport import DEFAULT_MAX_RESPONSE_SIZE, ClientSession, Transport, check_session
-from ._windows import Window, count_windows, merge_windows, plan_windows, report_window
+from ._windows import (
+    DEFAULT_SPLIT_FLOOR,
+    Window,
+    WindowAnswer,
+    count_windows,
+    merge_windows,
+    plan_windows,
+    report_window,
+)
 
 __all__ = ["AsyncClient"]
 
@@ -77,6 +85,9 @@ class AsyncClient:
             thread; keep it quick. An exception it raises ends the call.
         max_response_size: Bytes one answer may have once decompressed; a larger one raises
             :class:`MalformedResponseError` without being read further.
+        split_floor: Seconds below which a cut-off window is not split further. A window whose
+            records add up to less than its declared ``total_tokens`` is fetched again as two
+            halves, recursively, until every part adds up or is shorter than this.
 
     Raises:
         ConfigurationError: No API key, or an unusable one.
@@ -98,6 +109,7 @@ class AsyncClient:
         trust_env: bool = False,
         on_retry: RetryHook | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        split_floor: int = DEFAULT_SPLIT_FLOOR,
     ) -> None:
         try:
             key = resolve_api_key(api_key)
@@ -108,6 +120,7 @@ class AsyncClient:
         check_int("max_retries", max_retries, minimum=0)
         check_int("max_concurrency", max_concurrency, minimum=1)
         check_int("max_response_size", max_response_size, minimum=1)
+        check_int("split_floor", split_floor, minimum=1)
         if max_rate is not None:
             check_positive("max_rate", max_rate)
         check_session(session, trust_env)
@@ -134,6 +147,8 @@ class AsyncClient:
         self._state = _State.UNOPENED
         self._rng = random.Random()
         self._retry_count = 0  # requests retried so far; backfill progress reports it
+        self._split_floor = split_floor
+        self._usage_requests = 0  # window and part requests asked; backfill progress too
 
     def __repr__(self) -> str:
         if not hasattr(self, "_state"):  # repr of a half-built client, e.g. in a traceback
@@ -178,38 +193,45 @@ class AsyncClient:
     async def usage(
         self,
         start: TimeLike,
-        end: TimeLike,
+        end: TimeLike | None = None,
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
     ) -> UsageReport:
-        """Usage records in ``[start, end]`` exactly as one unsplit call would answer.
+        """Usage records in the half-open range ``[start, end)``: ``start <= timestamp < end``.
 
-        The range is fetched in UTC-day windows, ``max_concurrency`` at a time, and merged.
+        The range is the same whether the server's ``end_time`` is inclusive or not. It is
+        fetched in UTC-day windows, ``max_concurrency`` at a time, and merged; a window whose
+        answer was cut off (its records add up to less than its declared total) is healed by
+        fetching its halves (see ``split_floor``).
 
         Args:
-            start: Unix seconds, an aware ``datetime`` or a ``date`` (UTC midnight).
-            end: Same types; sent as ``end_time``.
+            start: First second: Unix seconds, an aware ``datetime`` or a ``date`` (UTC
+                midnight). A fractional ``datetime`` rounds up to the next whole second.
+            end: Exclusive end, same types (a fractional one rounds up too); ``None`` is now,
+                the end of the current second.
             user_id: One member's usage (organisation admin keys only).
             deadline: Seconds the whole call may take, retries and pauses included; when
                 they run out, everything in flight is cancelled.
 
         Returns:
-            The merged report, records in timestamp order.
+            The merged report, records in timestamp order, ``start`` and ``end`` the
+            half-open bounds in Unix seconds.
 
         Raises:
             TypeError: A time of the wrong type.
-            ValueError: A naive datetime, a negative time or ``end`` before ``start``.
+            ValueError: A naive datetime, a negative time, or an empty range (``end`` at or
+                before ``start``); nothing is sent.
             APITimeoutError: The ``deadline`` passed.
             R9sError: The first window that failed for good (the others are cancelled).
         """
-        first, last = to_range(start, end)
+        first, last = to_half_open(start, end)
         uid = check_user_id(user_id)
         check_deadline(deadline)
         self._check_usable()
         if deadline is None and count_windows(first, last) == 1:
             # One window needs no fan-out: no task, no waiting, two loop turns fewer per call.
-            windows = [await self._fetch_window(Window(first, last, last=True), uid)]
+            windows = [await self._fetch_window(Window(first, last), uid)]
         else:
             plan = plan_windows(first, last)
             windows = [w async for w in self._fetch_windows(plan, uid, deadline=deadline)]
@@ -218,23 +240,25 @@ class AsyncClient:
     def iter_usage(
         self,
         start: TimeLike,
-        end: TimeLike,
+        end: TimeLike | None = None,
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
     ) -> AsyncGenerator[UsageReport, None]:
-        """Yield one :class:`UsageReport` per UTC-day window, in time order.
+        """Yield one :class:`UsageReport` per UTC-day window of ``[start, end)``, in time order.
 
-        Windows are fetched concurrently with bounded look-ahead, so memory does not grow with
-        the length of the range. Arguments are checked at once, before anything is sent.
-        Leaving the loop early cancels the requests still in flight; ``aclose()`` it (or use
+        Takes the arguments of :meth:`usage`; each window owns ``[window.start, window.end)``
+        and together they hold exactly what :meth:`usage` answers. Windows are fetched
+        concurrently with bounded look-ahead, so memory does not grow with the length of the
+        range. Arguments are checked at once, before anything is sent. Leaving the loop early
+        cancels the requests still in flight; ``aclose()`` it (or use
         :func:`contextlib.aclosing`) to have that done before the next line runs.
 
         ``deadline`` (seconds) counts from the first step of the iteration, time spent in
         the loop's body included; the first step after it passed raises
         :class:`APITimeoutError` and cancels the requests in flight.
         """
-        first, last = to_range(start, end)
+        first, last = to_half_open(start, end)
         uid = check_user_id(user_id)
         check_deadline(deadline)
         self._check_usable()
@@ -248,7 +272,7 @@ class AsyncClient:
     async def backfill(
         self,
         start: TimeLike,
-        end: TimeLike,
+        end: TimeLike | None = None,
         *,
         db: StoreLike,
         user_id: str | int | None = None,
@@ -266,8 +290,9 @@ class AsyncClient:
         grow with the range.
 
         Args:
-            start: First second: Unix seconds, an aware ``datetime`` or a ``date``.
-            end: Exclusive end, same types.
+            start: First second: Unix seconds, an aware ``datetime`` or a ``date``; rounds up,
+                as in :meth:`usage`.
+            end: Exclusive end, same types; ``None`` is now, as in :meth:`usage`.
             db: A path to the SQLite file (created if missing; opened and closed by this
                 call), or an open :class:`UsageStore` (left open).
             user_id: One member's usage (organisation admin keys only); stored apart from the
@@ -286,7 +311,7 @@ class AsyncClient:
 
         Raises:
             TypeError: An argument of the wrong type.
-            ValueError: A naive datetime, a negative time, ``end`` before ``start``, a
+            ValueError: A naive datetime, a negative time, an empty range, a
                 negative ``refresh_recent``, or an ``account_name`` that is invalid or used by
                 another account of the store (checked before anything is fetched).
             StoreError: ``db`` cannot be used as a usage store; it was not changed.
@@ -317,9 +342,18 @@ class AsyncClient:
         )
 
     async def _fetch_window(self, window: Window, user_id: str | None) -> UsageReport:
+        """One window's report, a cut-off answer healed by splitting (:func:`heal`)."""
+
+        async def fetch_part(part: Window) -> WindowAnswer:
+            return await self._fetch_part(part, user_id)
+
+        return await heal(window, fetch_part, floor=self._split_floor)
+
+    async def _fetch_part(self, window: Window, user_id: str | None) -> WindowAnswer:
         params = {"start_time": str(window.start), "end_time": str(window.end)}
         if user_id is not None:
             params["user_id"] = user_id
+        self._usage_requests += 1
         answer: UsageAnswer = await self._request(
             "/usage", params, decode_usage, (window.start, window.end)
         )
@@ -353,7 +387,7 @@ class AsyncClient:
         slots = self._open()
         loop = asyncio.get_running_loop()
         throttle = self._throttle
-        label = "-" if window is None else f"[{window[0]}, {window[1]}]"
+        label = "-" if window is None else f"[{window[0]}, {window[1]})"
         retry = 0
         while True:
             failure: R9sError | None = None
@@ -433,6 +467,10 @@ class _WindowSource:
         return self._client._retry_count
 
     @property
+    def requests(self) -> int:
+        return self._client._usage_requests
+
+    @property
     def account(self) -> Account:
         return self._client.account
 
@@ -447,7 +485,7 @@ def _request_id_of(result: object) -> str | None:
 
 
 def _task_name(window: Window) -> str:
-    return f"r9s_async window [{window.start}, {window.end}]"
+    return f"r9s_async window {window.label}"
 
 
 def _log_retry(event: RetryEvent, label: str, max_retries: int) -> None:

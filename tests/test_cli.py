@@ -55,7 +55,7 @@ def env(threaded_base_url: str) -> dict[str, str]:
 
 
 def truth(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
-    return [UsageRecord(**r) for r in api.records(start, end) if r["timestamp"] < end]
+    return [UsageRecord(**r) for r in api.records_in(start, end)]
 
 
 # -- parsing (in process) ---------------------------------------------------------------------
