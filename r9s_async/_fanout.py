@@ -106,9 +106,10 @@ async def heal(window: Window, fetch_part: FetchPart, *, floor: int) -> UsageRep
     A part whose records add up to less than its declared total is fetched again as its two
     halves (:meth:`Window.halves`), concurrently, and each half likewise, until every part adds
     up or is shorter than ``floor`` seconds. A part whose halves together return no record it
-    did not return itself is kept as it is, flagged, and not split further: its totals disagree
-    for another reason, so a server whose totals never add up costs at most three requests per
-    window. A part with more than declared is never split. The parts that stay flagged are
+    did not return itself is not split further: when both halves add up, nothing it owns was
+    missing (an inclusive server's record on its end was cut off) and the halves are kept;
+    otherwise its totals disagree for another reason and it is kept as it is, flagged, so a
+    server whose totals never add up costs at most three requests per window. A part with more than declared is never split. The parts that stay flagged are
     logged by :func:`merge_parts`.
 
     Args:
@@ -135,6 +136,10 @@ async def _heal(
     left, right = await _both(fetch_part, answer.window.halves())
     request_ids += (*left.report.request_ids, *right.report.request_ids)
     if not halves_add_records(answer.report, left.report, right.report):
+        if left.report.consistent and right.report.consistent:
+            # Nothing of ours was missing: what was cut off lay on the end, which an
+            # inclusive server sends but this part does not own. The halves prove it whole.
+            return [left, right], request_ids
         return [answer], request_ids
 
     async def heal_half(half: WindowAnswer) -> tuple[list[WindowAnswer], list[str]]:

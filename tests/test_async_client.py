@@ -800,7 +800,8 @@ async def test_a_server_whose_totals_never_add_up_costs_three_requests_per_windo
     assert 6 == len(report.request_ids)
     warnings = [r.getMessage() for r in caplog.records if "declares total_tokens" in r.message]
     assert 2 == len(warnings)
-    assert f"[{D0}, {D0 + DAY})" in warnings[0] and "W" * 32 in warnings[0]
+    assert f"[{D0}, {D0 + DAY})" in warnings[0]
+    assert "W" * 32 in warnings[0]
     assert f"[{D0 + DAY}, {D0 + 2 * DAY})" in warnings[1]
 
 

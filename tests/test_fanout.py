@@ -158,10 +158,13 @@ class CappedSource:
     in time order, and the full total declared (``extra`` tokens more, for a server whose
     totals never add up)."""
 
-    def __init__(self, records: list[UsageRecord], cap: int, *, extra: int = 0) -> None:
+    def __init__(
+        self, records: list[UsageRecord], cap: int, *, extra: int = 0, inclusive: bool = False
+    ) -> None:
         self.records = sorted(records, key=lambda r: r.timestamp)
         self.cap = cap
         self.extra = extra
+        self.inclusive = inclusive
         self.asked: list[Window] = []
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -175,7 +178,11 @@ class CappedSource:
             await asyncio.sleep(0.001)
         finally:
             self.in_flight -= 1
-        covered = [r for r in self.records if window.owns(r.timestamp)]
+        covered = [
+            r
+            for r in self.records
+            if window.owns(r.timestamp) or (self.inclusive and r.timestamp == window.end)
+        ]
         total = sum(r.tokens for r in covered) + self.extra
         return report_window(window, covered[: self.cap], total, request_id)
 
@@ -267,3 +274,14 @@ async def test_a_failing_half_cancels_the_other_and_its_error_is_raised() -> Non
     with pytest.raises(APITimeoutError, match="left half failed"):
         await heal(Window(0, 1000), fetch_part, floor=1)
     assert cancelled.is_set()
+
+
+async def test_a_cut_off_record_on_an_inclusive_end_is_not_ours_and_the_halves_prove_it() -> None:
+    # Four owned records fit under the cap; the fifth, on the window's end, is cut off.
+    owned = [UsageRecord(t, 1, "m") for t in (0, 100, 600, 900)]
+    source = CappedSource([*owned, UsageRecord(1000, 5, "m")], cap=4, inclusive=True)
+
+    report = await heal(Window(0, 1000), source.fetch_part, floor=1)
+
+    assert [Window(0, 1000), Window(0, 500), Window(500, 1000)] == source.asked
+    assert (owned, True) == (report.records, report.consistent)

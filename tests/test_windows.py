@@ -226,7 +226,8 @@ def test_halves_tile_their_window(start: int, length: int) -> None:
     left, right = window.halves()
 
     assert (window.start, left.end, window.end) == (left.start, right.start, right.end)
-    assert left.start < left.end and right.start < right.end
+    assert left.start < left.end
+    assert right.start < right.end
 
 
 def test_a_window_is_split_only_down_to_the_floor_and_never_below_two_seconds() -> None:
