@@ -11,6 +11,7 @@ import logging
 import os
 import random
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -85,9 +86,9 @@ class AsyncClient:
             thread; keep it quick. An exception it raises ends the call.
         max_response_size: Bytes one answer may have once decompressed; a larger one raises
             :class:`MalformedResponseError` without being read further.
-        split_floor: Seconds below which a cut-off window is not split further. A window whose
-            records add up to less than its declared ``total_tokens`` is fetched again as two
-            halves, recursively, until every part adds up or is shorter than this.
+        split_floor: A window whose records add up to less than its declared total is fetched
+            again as two halves, recursively, until every part adds up or is shorter than this
+            many seconds.
 
     Raises:
         ConfigurationError: No API key, or an unusable one.
@@ -146,9 +147,9 @@ class AsyncClient:
         self._pid = os.getpid()
         self._state = _State.UNOPENED
         self._rng = random.Random()
-        self._retry_count = 0  # requests retried so far; backfill progress reports it
         self._split_floor = split_floor
-        self._usage_requests = 0  # window and part requests asked; backfill progress too
+        # Requests retried, and window and part requests asked: backfill progress reports them.
+        self._retry_count = self._usage_requests = 0
 
     def __repr__(self) -> str:
         if not hasattr(self, "_state"):  # repr of a half-built client, e.g. in a traceback
@@ -198,30 +199,26 @@ class AsyncClient:
         user_id: str | int | None = None,
         deadline: float | None = None,
     ) -> UsageReport:
-        """Usage records in the half-open range ``[start, end)``: ``start <= timestamp < end``.
+        """Usage records in the half-open range ``[start, end)``: ``start <= timestamp < end``,
+        whether the server's ``end_time`` is inclusive or not.
 
-        The range is the same whether the server's ``end_time`` is inclusive or not. It is
-        fetched in UTC-day windows, ``max_concurrency`` at a time, and merged; a window whose
-        answer was cut off (its records add up to less than its declared total) is healed by
-        fetching its halves (see ``split_floor``).
+        Fetched in UTC-day windows, ``max_concurrency`` at a time, and merged; a cut-off window
+        is healed by fetching its halves (see ``split_floor``).
 
         Args:
             start: First second: Unix seconds, an aware ``datetime`` or a ``date`` (UTC
-                midnight). A fractional ``datetime`` rounds up to the next whole second.
-            end: Exclusive end, same types (a fractional one rounds up too); ``None`` is now,
-                the end of the current second.
+                midnight); fractions round up, for ``end`` too.
+            end: Exclusive end, same types; ``None`` is now (the end of the current second).
             user_id: One member's usage (organisation admin keys only).
             deadline: Seconds the whole call may take, retries and pauses included; when
                 they run out, everything in flight is cancelled.
 
         Returns:
-            The merged report, records in timestamp order, ``start`` and ``end`` the
-            half-open bounds in Unix seconds.
+            The merged report, records in timestamp order, ``start`` and ``end`` in seconds.
 
         Raises:
             TypeError: A time of the wrong type.
-            ValueError: A naive datetime, a negative time, or an empty range (``end`` at or
-                before ``start``); nothing is sent.
+            ValueError: A naive datetime, a negative time, or an empty range (``end <= start``).
             APITimeoutError: The ``deadline`` passed.
             R9sError: The first window that failed for good (the others are cancelled).
         """
@@ -245,13 +242,12 @@ class AsyncClient:
         user_id: str | int | None = None,
         deadline: float | None = None,
     ) -> AsyncGenerator[UsageReport, None]:
-        """Yield one :class:`UsageReport` per UTC-day window of ``[start, end)``, in time order.
+        """Yield one :class:`UsageReport` per UTC-day window of ``[start, end)``, in time order:
+        each owns ``[window.start, window.end)``. Takes the arguments of :meth:`usage`.
 
-        Takes the arguments of :meth:`usage`; each window owns ``[window.start, window.end)``
-        and together they hold exactly what :meth:`usage` answers. Windows are fetched
-        concurrently with bounded look-ahead, so memory does not grow with the length of the
-        range. Arguments are checked at once, before anything is sent. Leaving the loop early
-        cancels the requests still in flight; ``aclose()`` it (or use
+        Windows are fetched concurrently with bounded look-ahead, so memory does not grow with
+        the range. Arguments are checked at once, before anything is sent. Leaving the loop
+        early cancels the requests in flight; ``aclose()`` it (or use
         :func:`contextlib.aclosing`) to have that done before the next line runs.
 
         ``deadline`` (seconds) counts from the first step of the iteration, time spent in
@@ -290,9 +286,8 @@ class AsyncClient:
         grow with the range.
 
         Args:
-            start: First second: Unix seconds, an aware ``datetime`` or a ``date``; rounds up,
-                as in :meth:`usage`.
-            end: Exclusive end, same types; ``None`` is now, as in :meth:`usage`.
+            start: First second, as in :meth:`usage`.
+            end: Exclusive end, as in :meth:`usage` (``None`` is now).
             db: A path to the SQLite file (created if missing; opened and closed by this
                 call), or an open :class:`UsageStore` (left open).
             user_id: One member's usage (organisation admin keys only); stored apart from the
@@ -343,22 +338,7 @@ class AsyncClient:
 
     async def _fetch_window(self, window: Window, user_id: str | None) -> UsageReport:
         """One window's report, a cut-off answer healed by splitting (:func:`heal`)."""
-
-        async def fetch_part(part: Window) -> WindowAnswer:
-            return await self._fetch_part(part, user_id)
-
-        return await heal(window, fetch_part, floor=self._split_floor)
-
-    async def _fetch_part(self, window: Window, user_id: str | None) -> WindowAnswer:
-        params = {"start_time": str(window.start), "end_time": str(window.end)}
-        if user_id is not None:
-            params["user_id"] = user_id
-        self._usage_requests += 1
-        answer: UsageAnswer = await self._request(
-            "/usage", params, decode_usage, (window.start, window.end)
-        )
-        payload = answer.payload
-        return report_window(window, payload.records, payload.total_tokens, answer.request_id)
+        return await heal(window, partial(_fetch_part, self, user_id), floor=self._split_floor)
 
     def _open(self) -> asyncio.Semaphore:
         self._check_usable()
@@ -478,6 +458,19 @@ class _WindowSource:
         self, plan: Iterator[Window], user_id: str | None
     ) -> AsyncGenerator[UsageReport, None]:
         return self._client._fetch_windows(plan, user_id)
+
+
+async def _fetch_part(client: AsyncClient, user_id: str | None, part: Window) -> WindowAnswer:
+    """One request for a window or a part of one, as :func:`heal` asks for it."""
+    params = {"start_time": str(part.start), "end_time": str(part.end)}
+    if user_id is not None:
+        params["user_id"] = user_id
+    client._usage_requests += 1
+    answer: UsageAnswer = await client._request(
+        "/usage", params, decode_usage, (part.start, part.end)
+    )
+    records, total = answer.payload.records, answer.payload.total_tokens
+    return report_window(part, records, total, answer.request_id)
 
 
 def _request_id_of(result: object) -> str | None:

@@ -109,8 +109,8 @@ async def heal(window: Window, fetch_part: FetchPart, *, floor: int) -> UsageRep
     did not return itself is not split further: when both halves add up, nothing it owns was
     missing (an inclusive server's record on its end was cut off) and the halves are kept;
     otherwise its totals disagree for another reason and it is kept as it is, flagged, so a
-    server whose totals never add up costs at most three requests per window. A part with more than declared is never split. The parts that stay flagged are
-    logged by :func:`merge_parts`.
+    server whose totals never add up costs at most three requests per window. A part with more
+    than declared is never split. The parts that stay flagged are logged by :func:`merge_parts`.
 
     Args:
         window: The window to fetch.

@@ -104,14 +104,14 @@ def test_the_console_script_runs_main() -> None:
 # -- usage and balance ------------------------------------------------------------------------
 
 
-def test_usage_as_csv_prints_every_record_of_one_api_call(
+def test_usage_as_csv_prints_every_record_of_the_half_open_range(
     api: FakeR9sAPI, env: dict[str, str]
 ) -> None:
     done = r9s("usage", "--start", "2024-10-04", "--end", "2024-10-07", "--format", "csv", env=env)
 
     assert 0 == done.returncode, done.stderr
     expected = [
-        [str(r["timestamp"]), r["model"], str(r["tokens"])] for r in api.records(D0, D0 + 3 * DAY)
+        [str(r.timestamp), r.model, str(r.tokens)] for r in truth(api, D0, D0 + 3 * DAY)
     ]
     assert [["timestamp", "model", "tokens"], *expected] == list(
         csv.reader(io.StringIO(done.stdout))
@@ -129,8 +129,8 @@ def test_usage_grouped_by_model_is_a_table_with_a_total(
     assert 0 == done.returncode, done.stderr
     lines = done.stdout.splitlines()
     totals: dict[str, int] = {}
-    for r in api.records(D0, D0 + 2 * DAY):
-        totals[r["model"]] = totals.get(r["model"], 0) + r["tokens"]
+    for r in truth(api, D0, D0 + 2 * DAY):
+        totals[r.model] = totals.get(r.model, 0) + r.tokens
     assert ["model", "tokens"] == lines[0].split()
     assert {m: f"{t:,}" for m, t in totals.items()} == dict(line.split() for line in lines[2:-1])
     assert ["total", f"{sum(totals.values()):,}"] == lines[-1].split()
@@ -574,3 +574,28 @@ def test_backfill_refuses_an_account_name_that_looks_like_a_fingerprint(
     assert 2 == done.returncode
     assert "looks like a fingerprint" in done.stderr
     assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [("2024-10-04", "2024-10-07"), ("2024-10-04T06:00:00Z", "2024-10-06T00:00:00Z")],
+)
+def test_usage_and_export_agree_to_the_token_for_the_same_start_and_end(
+    api: FakeR9sAPI, env: dict[str, str], tmp_path: Path, start: str, end: str
+) -> None:
+    db = tmp_path / "usage.db"
+    window = ["--start", start, "--end", end]
+    backfilled = r9s(
+        "backfill", "--start", "2024-10-03", "--end", "2024-10-09", "--db", str(db), env=env
+    )
+    usage = r9s("usage", *window, "--format", "csv", env=env)
+    exported = r9s("export", "--db", str(db), "--format", "csv", *window, env=env)
+
+    assert 0 == backfilled.returncode, backfilled.stderr
+    assert 0 == usage.returncode, usage.stderr
+    assert 0 == exported.returncode, exported.stderr
+    from_usage = list(csv.reader(io.StringIO(usage.stdout)))[1:]
+    from_store = [row[:3] for row in csv.reader(io.StringIO(exported.stdout))][1:]
+    assert from_usage == from_store
+    assert from_usage  # the daily records at the start's midnight at least
+    assert sum(int(row[2]) for row in from_usage) == sum(int(row[2]) for row in from_store)

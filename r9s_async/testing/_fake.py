@@ -163,28 +163,7 @@ class FakeR9sAPI:
         return [r for r in self.records(start, end) if r["timestamp"] < end]
 
     def _generate_day(self, day: int) -> tuple[dict[str, Any], ...]:
-        digest = hashlib.blake2b(f"{self.seed}:{self.mode}:{day}".encode(), digest_size=8)
-        rng = random.Random(int.from_bytes(digest.digest(), "big"))
-        midnight = day * DAY
-        if self.mode == "daily":
-            return tuple(
-                {"timestamp": midnight, "tokens": rng.randint(1, 2_000_000), "model": model}
-                for model in self.models
-            )
-        count = max(self.events_per_day, 4)
-        seconds = [0, DAY - 1] + [rng.randrange(DAY) for _ in range(count - 2)]
-        records: list[dict[str, Any]] = []
-        for second in seconds:
-            record = {
-                "timestamp": midnight + second,
-                "tokens": rng.randint(1, 50_000),
-                "model": rng.choice(self.models),
-            }
-            records.append(record)
-            if rng.random() < 0.1:
-                records.append(dict(record))  # an identical twin: real, distinct usage
-        records.sort(key=lambda r: r["timestamp"])
-        return tuple(records)
+        return _generate_day(self.seed, self.mode, self.models, self.events_per_day, day)
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -476,3 +455,31 @@ def _parse_time(value: str | None) -> int:
     if value is None or not value.isdigit():
         raise ValueError(value)
     return int(value)
+
+
+def _generate_day(
+    seed: int, mode: str, models: tuple[str, ...], events_per_day: int, day: int
+) -> tuple[dict[str, Any], ...]:
+    """One day's records, in time order: the same for the same settings."""
+    digest = hashlib.blake2b(f"{seed}:{mode}:{day}".encode(), digest_size=8)
+    rng = random.Random(int.from_bytes(digest.digest(), "big"))
+    midnight = day * DAY
+    if mode == "daily":
+        return tuple(
+            {"timestamp": midnight, "tokens": rng.randint(1, 2_000_000), "model": model}
+            for model in models
+        )
+    count = max(events_per_day, 4)
+    seconds = [0, DAY - 1] + [rng.randrange(DAY) for _ in range(count - 2)]
+    records: list[dict[str, Any]] = []
+    for second in seconds:
+        record = {
+            "timestamp": midnight + second,
+            "tokens": rng.randint(1, 50_000),
+            "model": rng.choice(models),
+        }
+        records.append(record)
+        if rng.random() < 0.1:
+            records.append(dict(record))  # an identical twin: real, distinct usage
+    records.sort(key=lambda r: r["timestamp"])
+    return tuple(records)
