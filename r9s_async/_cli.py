@@ -208,8 +208,8 @@ class ProgressPrinter:
         # (text, rank): the lowest ranks are dropped first when the line is too long.
         figures = [
             (f"{p.windows_done}/{p.windows_total} windows", 9),
-            (f"{p.records:,} records", 5),
-            (f"{p.requests:,} requests", 4),
+            (f"{p.records:,} records", 4),
+            (f"{p.requests:,} requests", 5),
             (f"{p.retries} retries" if p.retries else "", 6),
             (f"{rate:.1f} windows/s", 1),
             (f"ETA {eta}", 8),

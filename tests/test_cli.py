@@ -22,8 +22,8 @@ import pytest
 from _helpers import D0, DAY
 from aiohttp import web
 
-from r9s_async import Client, UsageRecord, UsageStore
-from r9s_async._cli import main, parse_duration, parse_time
+from r9s_async import BackfillProgress, Client, UsageRecord, UsageStore
+from r9s_async._cli import ProgressPrinter, main, parse_duration, parse_time
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 pq = importlib.import_module("pyarrow.parquet")  # the `parquet` extra; untyped
@@ -110,9 +110,7 @@ def test_usage_as_csv_prints_every_record_of_the_half_open_range(
     done = r9s("usage", "--start", "2024-10-04", "--end", "2024-10-07", "--format", "csv", env=env)
 
     assert 0 == done.returncode, done.stderr
-    expected = [
-        [str(r.timestamp), r.model, str(r.tokens)] for r in truth(api, D0, D0 + 3 * DAY)
-    ]
+    expected = [[str(r.timestamp), r.model, str(r.tokens)] for r in truth(api, D0, D0 + 3 * DAY)]
     assert [["timestamp", "model", "tokens"], *expected] == list(
         csv.reader(io.StringIO(done.stdout))
     )
@@ -599,3 +597,35 @@ def test_usage_and_export_agree_to_the_token_for_the_same_start_and_end(
     assert from_usage == from_store
     assert from_usage  # the daily records at the start's midnight at least
     assert sum(int(row[2]) for row in from_usage) == sum(int(row[2]) for row in from_store)
+
+
+@pytest.mark.parametrize(
+    ("progress", "shown"),
+    [
+        (BackfillProgress(3, 31, 0, 1_234, 99_999, 0, 5), ["3/31 windows", "5 requests", "ETA"]),
+        (
+            BackfillProgress(1_000, 3_650, 0, 12_345_678, 10**12, 12, 40_000),
+            ["1000/3650 windows", "40,000 requests", "12 retries", "ETA"],
+        ),
+    ],
+)
+def test_the_progress_bar_shows_requests_and_fits_in_80_columns(
+    progress: BackfillProgress, shown: list[str]
+) -> None:
+    out = io.StringIO()
+    printer = ProgressPrinter(out, "backfill", tty=True)
+
+    printer(progress)
+
+    line = out.getvalue().removeprefix("\r").removesuffix("\x1b[K")
+    assert len(line) < 80
+    assert all(text in line for text in shown)
+
+
+def test_the_plain_progress_line_counts_requests_apart_from_windows() -> None:
+    out = io.StringIO()
+    printer = ProgressPrinter(out, "backfill", tty=False)
+
+    printer(BackfillProgress(2, 2, 0, 10, 100, 1, 9))
+
+    assert "backfill: 2/2 windows, 10 records, 100 tokens, 9 requests, 1 retries" in out.getvalue()
