@@ -157,8 +157,8 @@ class FakeR9sAPI:
     def records_in(self, start: int, end: int) -> list[dict[str, Any]]:
         """The half-open truth: the records with ``start <= timestamp < end``, in answer order.
 
-        What :meth:`r9s_async.AsyncClient.usage` must answer for ``[start, end)`` whichever way the fake
-        treats ``end_time`` and whatever its ``record_cap``.
+        What :meth:`r9s_async.AsyncClient.usage` must answer for ``[start, end)``, whichever
+        way the fake treats ``end_time`` and whatever its ``record_cap``.
         """
         return [r for r in self.records(start, end) if r["timestamp"] < end]
 
