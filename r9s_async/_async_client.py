@@ -11,6 +11,7 @@ import logging
 import os
 import random
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -32,13 +33,21 @@ from ._config import (
 )
 from ._decode import Redact, UsageAnswer, decode_balance, decode_usage
 from ._exceptions import ClientClosedError, R9sError
-from ._fanout import fan_out, take_turn
+from ._fanout import fan_out, heal, take_turn
 from ._models import Account, Balance, UsageReport
 from ._retry import RetryEvent, RetryHook, backoff_delay, decide_retry
 from ._throttle import Throttle
-from ._times import TimeLike, to_range
+from ._times import TimeLike, to_half_open
 from ._transport import DEFAULT_MAX_RESPONSE_SIZE, ClientSession, Transport, check_session
-from ._windows import Window, count_windows, merge_windows, plan_windows, report_window
+from ._windows import (
+    DEFAULT_SPLIT_FLOOR,
+    Window,
+    WindowAnswer,
+    count_windows,
+    merge_windows,
+    plan_windows,
+    report_window,
+)
 
 __all__ = ["AsyncClient"]
 
@@ -77,6 +86,9 @@ class AsyncClient:
             thread; keep it quick. An exception it raises ends the call.
         max_response_size: Bytes one answer may have once decompressed; a larger one raises
             :class:`MalformedResponseError` without being read further.
+        split_floor: A window whose records add up to less than its declared total is fetched
+            again as two halves, recursively, until every part adds up or is shorter than this
+            many seconds.
 
     Raises:
         ConfigurationError: No API key, or an unusable one.
@@ -98,6 +110,7 @@ class AsyncClient:
         trust_env: bool = False,
         on_retry: RetryHook | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        split_floor: int = DEFAULT_SPLIT_FLOOR,
     ) -> None:
         try:
             key = resolve_api_key(api_key)
@@ -108,6 +121,7 @@ class AsyncClient:
         check_int("max_retries", max_retries, minimum=0)
         check_int("max_concurrency", max_concurrency, minimum=1)
         check_int("max_response_size", max_response_size, minimum=1)
+        check_int("split_floor", split_floor, minimum=1)
         if max_rate is not None:
             check_positive("max_rate", max_rate)
         check_session(session, trust_env)
@@ -133,7 +147,9 @@ class AsyncClient:
         self._pid = os.getpid()
         self._state = _State.UNOPENED
         self._rng = random.Random()
-        self._retry_count = 0  # requests retried so far; backfill progress reports it
+        self._split_floor = split_floor
+        # Requests retried, and window and part requests asked: backfill progress reports them.
+        self._retry_count = self._usage_requests = 0
 
     def __repr__(self) -> str:
         if not hasattr(self, "_state"):  # repr of a half-built client, e.g. in a traceback
@@ -178,38 +194,41 @@ class AsyncClient:
     async def usage(
         self,
         start: TimeLike,
-        end: TimeLike,
+        end: TimeLike | None = None,
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
     ) -> UsageReport:
-        """Usage records in ``[start, end]`` exactly as one unsplit call would answer.
+        """Usage records in the half-open range ``[start, end)``: ``start <= timestamp < end``,
+        whether the server's ``end_time`` is inclusive or not.
 
-        The range is fetched in UTC-day windows, ``max_concurrency`` at a time, and merged.
+        Fetched in UTC-day windows, ``max_concurrency`` at a time, and merged; a cut-off window
+        is healed by fetching its halves (see ``split_floor``).
 
         Args:
-            start: Unix seconds, an aware ``datetime`` or a ``date`` (UTC midnight).
-            end: Same types; sent as ``end_time``.
+            start: First second: Unix seconds, an aware ``datetime`` or a ``date`` (UTC
+                midnight); fractions round up, for ``end`` too.
+            end: Exclusive end, same types; ``None`` is now (the end of the current second).
             user_id: One member's usage (organisation admin keys only).
             deadline: Seconds the whole call may take, retries and pauses included; when
                 they run out, everything in flight is cancelled.
 
         Returns:
-            The merged report, records in timestamp order.
+            The merged report, records in timestamp order, ``start`` and ``end`` in seconds.
 
         Raises:
             TypeError: A time of the wrong type.
-            ValueError: A naive datetime, a negative time or ``end`` before ``start``.
+            ValueError: A naive datetime, a negative time, or an empty range (``end <= start``).
             APITimeoutError: The ``deadline`` passed.
             R9sError: The first window that failed for good (the others are cancelled).
         """
-        first, last = to_range(start, end)
+        first, last = to_half_open(start, end)
         uid = check_user_id(user_id)
         check_deadline(deadline)
         self._check_usable()
         if deadline is None and count_windows(first, last) == 1:
             # One window needs no fan-out: no task, no waiting, two loop turns fewer per call.
-            windows = [await self._fetch_window(Window(first, last, last=True), uid)]
+            windows = [await self._fetch_window(Window(first, last), uid)]
         else:
             plan = plan_windows(first, last)
             windows = [w async for w in self._fetch_windows(plan, uid, deadline=deadline)]
@@ -218,23 +237,24 @@ class AsyncClient:
     def iter_usage(
         self,
         start: TimeLike,
-        end: TimeLike,
+        end: TimeLike | None = None,
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
     ) -> AsyncGenerator[UsageReport, None]:
-        """Yield one :class:`UsageReport` per UTC-day window, in time order.
+        """Yield one :class:`UsageReport` per UTC-day window of ``[start, end)``, in time order:
+        each owns ``[window.start, window.end)``. Takes the arguments of :meth:`usage`.
 
         Windows are fetched concurrently with bounded look-ahead, so memory does not grow with
-        the length of the range. Arguments are checked at once, before anything is sent.
-        Leaving the loop early cancels the requests still in flight; ``aclose()`` it (or use
+        the range. Arguments are checked at once, before anything is sent. Leaving the loop
+        early cancels the requests in flight; ``aclose()`` it (or use
         :func:`contextlib.aclosing`) to have that done before the next line runs.
 
         ``deadline`` (seconds) counts from the first step of the iteration, time spent in
         the loop's body included; the first step after it passed raises
         :class:`APITimeoutError` and cancels the requests in flight.
         """
-        first, last = to_range(start, end)
+        first, last = to_half_open(start, end)
         uid = check_user_id(user_id)
         check_deadline(deadline)
         self._check_usable()
@@ -248,7 +268,7 @@ class AsyncClient:
     async def backfill(
         self,
         start: TimeLike,
-        end: TimeLike,
+        end: TimeLike | None = None,
         *,
         db: StoreLike,
         user_id: str | int | None = None,
@@ -266,8 +286,8 @@ class AsyncClient:
         grow with the range.
 
         Args:
-            start: First second: Unix seconds, an aware ``datetime`` or a ``date``.
-            end: Exclusive end, same types.
+            start: First second, as in :meth:`usage`.
+            end: Exclusive end, as in :meth:`usage` (``None`` is now).
             db: A path to the SQLite file (created if missing; opened and closed by this
                 call), or an open :class:`UsageStore` (left open).
             user_id: One member's usage (organisation admin keys only); stored apart from the
@@ -286,7 +306,7 @@ class AsyncClient:
 
         Raises:
             TypeError: An argument of the wrong type.
-            ValueError: A naive datetime, a negative time, ``end`` before ``start``, a
+            ValueError: A naive datetime, a negative time, an empty range, a
                 negative ``refresh_recent``, or an ``account_name`` that is invalid or used by
                 another account of the store (checked before anything is fetched).
             StoreError: ``db`` cannot be used as a usage store; it was not changed.
@@ -317,14 +337,8 @@ class AsyncClient:
         )
 
     async def _fetch_window(self, window: Window, user_id: str | None) -> UsageReport:
-        params = {"start_time": str(window.start), "end_time": str(window.end)}
-        if user_id is not None:
-            params["user_id"] = user_id
-        answer: UsageAnswer = await self._request(
-            "/usage", params, decode_usage, (window.start, window.end)
-        )
-        payload = answer.payload
-        return report_window(window, payload.records, payload.total_tokens, answer.request_id)
+        """One window's report, a cut-off answer healed by splitting (:func:`heal`)."""
+        return await heal(window, partial(_fetch_part, self, user_id), floor=self._split_floor)
 
     def _open(self) -> asyncio.Semaphore:
         self._check_usable()
@@ -353,7 +367,7 @@ class AsyncClient:
         slots = self._open()
         loop = asyncio.get_running_loop()
         throttle = self._throttle
-        label = "-" if window is None else f"[{window[0]}, {window[1]}]"
+        label = "-" if window is None else f"[{window[0]}, {window[1]})"
         retry = 0
         while True:
             failure: R9sError | None = None
@@ -433,6 +447,10 @@ class _WindowSource:
         return self._client._retry_count
 
     @property
+    def requests(self) -> int:
+        return self._client._usage_requests
+
+    @property
     def account(self) -> Account:
         return self._client.account
 
@@ -442,12 +460,25 @@ class _WindowSource:
         return self._client._fetch_windows(plan, user_id)
 
 
+async def _fetch_part(client: AsyncClient, user_id: str | None, part: Window) -> WindowAnswer:
+    """One request for a window or a part of one, as :func:`heal` asks for it."""
+    params = {"start_time": str(part.start), "end_time": str(part.end)}
+    if user_id is not None:
+        params["user_id"] = user_id
+    client._usage_requests += 1
+    answer: UsageAnswer = await client._request(
+        "/usage", params, decode_usage, (part.start, part.end)
+    )
+    records, total = answer.payload.records, answer.payload.total_tokens
+    return report_window(part, records, total, answer.request_id)
+
+
 def _request_id_of(result: object) -> str | None:
     return getattr(result, "request_id", None)
 
 
 def _task_name(window: Window) -> str:
-    return f"r9s_async window [{window.start}, {window.end}]"
+    return f"r9s_async window {window.label}"
 
 
 def _log_retry(event: RetryEvent, label: str, max_retries: int) -> None:

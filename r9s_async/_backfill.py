@@ -5,7 +5,8 @@ A backfill covers the half-open range ``[start, end)``. Each UTC day is one wind
 end_time=b`` and keeping ``a <= t < b``, which is exact whether the server's ``end_time`` is
 inclusive or not, so runs over overlapping ranges can share one store. A day stored only in
 part is fetched again over the union of both spans and replaced whole, so no record is ever
-stored twice and partial days get completed.
+stored twice and partial days get completed. A day whose answer was cut off is healed by the
+client (it fetches the day's halves) and stored, whole, as one window.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class BackfillProgress:
         records: Records fetched and stored so far in this run.
         tokens: Their tokens.
         retries: Requests retried so far in this run.
+        requests: Usage requests made so far in this run: one per window, more for a window
+            whose answer was cut off and healed by splitting. Each counts once however often
+            it was retried (those are ``retries``).
     """
 
     windows_done: int
@@ -66,6 +70,7 @@ class BackfillProgress:
     records: int
     tokens: int
     retries: int
+    requests: int
 
 
 @frozen
@@ -82,6 +87,7 @@ class BackfillResult:
         records: Records fetched and stored in this run.
         tokens: Their tokens.
         retries: Requests retried in this run.
+        requests: Usage requests made in this run, as in :class:`BackfillProgress`.
     """
 
     start: int
@@ -93,6 +99,7 @@ class BackfillResult:
     records: int
     tokens: int
     retries: int
+    requests: int
 
 
 StoreLike: TypeAlias = "str | os.PathLike[str] | UsageStore"
@@ -106,11 +113,17 @@ ProgressCallback: TypeAlias = "Callable[[BackfillProgress], None]"
 
 
 class WindowSource(Protocol):
-    """What a backfill needs of a client: planned windows fetched, and a count of retries."""
+    """What a backfill needs of a client: planned windows fetched, counts of requests and
+    retries."""
 
     @property
     def retries(self) -> int:
         """Requests retried so far, by every call of the client."""
+
+    @property
+    def requests(self) -> int:
+        """Usage requests (windows and parts of healed windows) made so far, by every call of
+        the client, each counted once however often it was retried."""
 
     @property
     def account(self) -> Account:
@@ -122,7 +135,8 @@ class WindowSource(Protocol):
     def fetch_windows(
         self, plan: Iterator[Window], user_id: str | None
     ) -> AsyncGenerator[UsageReport, None]:
-        """The reports of ``plan``'s windows in plan order, each owning ``[start, end)``."""
+        """The reports of ``plan``'s windows in plan order, each owning ``[start, end)``,
+        cut-off answers healed."""
 
 
 def plan_backfill(
@@ -148,7 +162,7 @@ def plan_backfill(
 
     Returns:
         ``(windows, skipped)``: windows in time order, each within one UTC day and owning
-        ``[window.start, window.end)`` (``last`` is ``False``).
+        ``[window.start, window.end)``.
     """
     windows: list[Window] = []
     skipped = 0
@@ -164,7 +178,7 @@ def plan_backfill(
                 skipped += 1
                 continue
             a, b = min(a, old.start), max(b, old.end)
-        windows.append(Window(a, b, last=False))
+        windows.append(Window(a, b))
     return windows, skipped
 
 
@@ -191,7 +205,7 @@ def _seconds(refresh_recent: object) -> float:
 async def run_backfill(
     client: WindowSource,
     start: TimeLike,
-    end: TimeLike,
+    end: TimeLike | None,
     *,
     db: StoreLike,
     user_id: str | int | None,
@@ -212,6 +226,7 @@ async def run_backfill(
     scope = uid or ""
     started = time.time()
     retries_before = client.retries
+    requests_before = client.requests
 
     # The store is plain sqlite3, whose calls block. asgiref's sync_to_async runs each one on
     # this backfill's own single thread, so the backfill uses the connection from that thread
@@ -245,7 +260,8 @@ async def run_backfill(
         def report() -> None:
             if progress is not None:
                 retries = client.retries - retries_before
-                progress(BackfillProgress(done, total, skipped, records, tokens, retries))
+                requests = client.requests - requests_before
+                progress(BackfillProgress(done, total, skipped, records, tokens, retries, requests))
 
         report()
         replace_window = on_store_thread(store.replace_window)
@@ -289,4 +305,5 @@ async def run_backfill(
         records,
         tokens,
         client.retries - retries_before,
+        client.requests - requests_before,
     )

@@ -29,7 +29,7 @@ from ._models import UsageReport
 from ._optional import import_optional
 from ._prices import PriceTable
 from ._store import UsageStore, check_account_name
-from ._times import DAY, to_unix
+from ._times import DAY, to_half_open, to_unix
 
 __all__ = ["main"]
 
@@ -39,7 +39,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 TIME_HELP = (
     "Times: 2025-01-01 (UTC midnight), an ISO 8601 date-time with an offset or Z "
     "(2025-01-01T12:00:00+02:00); a date-time without an offset is taken as UTC; "
-    "or Unix seconds (1735689600)."
+    "or Unix seconds (1735689600). Every range is half-open: --start counts, --end does not."
 )
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
@@ -121,33 +121,15 @@ def _iso(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _seconds(value: int | datetime, name: str, *, round_up: bool) -> int:
+def _half_open(args: argparse.Namespace) -> tuple[int, int]:
+    """``--start`` (default: the earliest) and ``--end`` (default: now) as the half-open
+    ``[start, end)``, by the library's one conversion: both round up, an empty range is an
+    error."""
+    start = 0 if args.start is None else args.start
     try:
-        return to_unix(value, name, round_up=round_up)
+        return to_half_open(start, args.end)
     except ValueError as exc:
-        raise UsageError(f"--{name}: {exc}") from None
-
-
-def _range(args: argparse.Namespace) -> tuple[int, int]:
-    """``--start`` and ``--end`` of a closed range: the end rounds down."""
-    start = _seconds(args.start, "start", round_up=True)
-    end = _seconds(args.end, "end", round_up=False)
-    _check_order(start, end)
-    return start, end
-
-
-def _half_open(args: argparse.Namespace) -> tuple[int | None, int]:
-    """``--start`` (if given) and ``--end`` of a half-open range: the end rounds up."""
-    start = None if args.start is None else _seconds(args.start, "start", round_up=True)
-    end = _seconds(args.end, "end", round_up=True)
-    if start is not None:
-        _check_order(start, end)
-    return start, end
-
-
-def _check_order(start: int, end: int) -> None:
-    if end < start:
-        raise UsageError(f"--end ({_iso(end)}) is before --start ({_iso(start)})")
+        raise UsageError(f"--start/--end: {exc}") from None
 
 
 def _client(args: argparse.Namespace, **options: Any) -> AsyncClient:
@@ -210,6 +192,8 @@ class ProgressPrinter:
         if p.windows_skipped:
             text += f" ({p.windows_skipped} already stored)"
         text += f", {p.records:,} records, {p.tokens:,} tokens"
+        if p.requests:
+            text += f", {p.requests:,} requests"
         if p.retries:
             text += f", {p.retries} retries"
         rate = self._rate(p, now)
@@ -218,16 +202,34 @@ class ProgressPrinter:
         return text
 
     def _bar(self, p: BackfillProgress, now: float) -> str:
-        width = 24
-        filled = width * p.windows_done // p.windows_total if p.windows_total else width
+        """One line of at most :data:`BAR_COLUMNS`: the bar, then the figures that fit."""
         rate = self._rate(p, now)
         left = p.windows_total - p.windows_done
         eta = _clock(left / rate) if rate and left else ("-" if left else "0:00")
-        retries = f"  {p.retries} retries" if p.retries else ""
-        return (
-            f"[{'#' * filled}{'.' * (width - filled)}] {p.windows_done}/{p.windows_total} "
-            f"windows  {p.records:,} records  {rate:.1f} windows/s  ETA {eta}{retries}"
-        )
+        # (text, rank): the lowest ranks are dropped first when the line is too long.
+        figures = [
+            (f"{p.windows_done}/{p.windows_total} windows", 9),
+            (f"{p.records:,} records", 4),
+            (f"{p.requests:,} requests", 5),
+            (f"{p.retries} retries" if p.retries else "", 6),
+            (f"{rate:.1f} windows/s", 1),
+            (f"ETA {eta}", 8),
+        ]
+        shown = [(text, rank) for text, rank in figures if text]
+        while len(shown) > 1 and len(_bar_text(_MIN_BAR, shown)) > BAR_COLUMNS:
+            shown.remove(min(shown, key=lambda figure: figure[1]))
+        width = max(_MIN_BAR, min(_MAX_BAR, BAR_COLUMNS - len(_bar_text(0, shown))))
+        filled = width * p.windows_done // p.windows_total if p.windows_total else width
+        return _bar_text(width, shown, filled)
+
+
+BAR_COLUMNS = 79  # the terminal's last column stays free, so the line never wraps
+_MIN_BAR, _MAX_BAR = 10, 24
+
+
+def _bar_text(width: int, figures: list[tuple[str, int]], filled: int = 0) -> str:
+    bar = f"[{'#' * filled}{'.' * (width - filled)}] "
+    return bar + "  ".join(text for text, _ in figures)
 
 
 def _clock(seconds: float) -> str:
@@ -329,7 +331,7 @@ def _output(path: str | None, *, binary: bool) -> Iterator[IO[Any]]:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    start, end = _range(args)
+    start, end = _half_open(args)
     client = _client(args)
 
     async def fetch() -> UsageReport:
@@ -374,17 +376,15 @@ def _backfill(
     retries = f", {result.retries} retries" if result.retries else ""
     print(
         f"{label}: {result.windows_total} windows stored ({result.windows_fetched} fetched, "
-        f"{result.windows_skipped} already complete), {result.records:,} records fetched"
-        f"{retries} in {time.monotonic() - started:.1f}s -> {db}",
+        f"{result.windows_skipped} already complete), {result.records:,} records fetched "
+        f"in {result.requests:,} requests{retries} in {time.monotonic() - started:.1f}s -> {db}",
         file=sys.stderr,
     )
     return result
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    first, end = _half_open(args)
-    assert first is not None  # --start is required here
-    start = first
+    start, end = _half_open(args)
     folder = os.path.dirname(os.path.abspath(args.db))
     if not os.path.isdir(folder):
         raise UsageError(f"--db: there is no folder {folder}")
@@ -423,7 +423,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--db: no usage store at {args.db}") from None
     with store:
         try:
-            store.count_records(0, 0, account=args.account)  # an unknown account, before output
+            store.count_records(0, 1, account=args.account)  # an unknown account, before output
         except ValueError as exc:
             raise UsageError(f"--account: {exc}") from None
         with _output(args.out, binary=args.format == "parquet") as out:
@@ -614,8 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     _time_options(
         usage,
         start_required=True,
-        end_help="end of the range, sent as end_time (default: now); whether a record at "
-        "exactly END counts is the server's choice, as in one API call",
+        end_help="exclusive end (default: now)",
     )
     usage.add_argument(
         "--user-id", type=user_id, metavar="U", help="one member's usage (admin keys only)"
@@ -760,8 +759,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``r9s-usage``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if hasattr(args, "end") and args.end is None:
-        args.end = _now()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
     level = logger.level

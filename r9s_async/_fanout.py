@@ -1,4 +1,5 @@
-"""asyncio without HTTP: the ordered, bounded fan-out over windows, and each attempt's turn."""
+"""asyncio without HTTP: the ordered, bounded fan-out over windows, healing a cut-off window
+by splitting it, and each attempt's turn."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from ._exceptions import APITimeoutError
+from ._models import UsageReport
 from ._throttle import Throttle
+from ._windows import Window, WindowAnswer, halves_add_records, merge_parts
 
-__all__ = ["fan_out", "take_turn"]
+__all__ = ["fan_out", "heal", "take_turn"]
 
 W = TypeVar("W")
 R = TypeVar("R")
+P = TypeVar("P", Window, WindowAnswer)
 
 
 async def fan_out(
@@ -90,6 +94,70 @@ async def fan_out(
                 if not task.cancelled():
                     task.exception()  # mark as retrieved: the first failure was raised
         failed.cancel()
+
+
+FetchPart = Callable[[Window], Coroutine[Any, Any, WindowAnswer]]
+"""Fetches one window or part of one: a request, its retries, :func:`report_window`."""
+
+
+async def heal(window: Window, fetch_part: FetchPart, *, floor: int) -> UsageReport:
+    """Fetch ``window``, healing a cut-off answer by splitting; its report.
+
+    A part whose records add up to less than its declared total is fetched again as its two
+    halves (:meth:`Window.halves`), concurrently, and each half likewise, until every part adds
+    up or is shorter than ``floor`` seconds. A part whose halves together return no record it
+    did not return itself is not split further: when both halves add up, nothing it owns was
+    missing (an inclusive server's record on its end was cut off) and the halves are kept;
+    otherwise its totals disagree for another reason and it is kept as it is, flagged, so a
+    server whose totals never add up costs at most three requests per window. A part with more
+    than declared is never split. The parts that stay flagged are logged by :func:`merge_parts`.
+
+    Args:
+        window: The window to fetch.
+        fetch_part: Fetches one window or part; the first failure ends the heal (the other
+            half is cancelled) and is raised.
+        floor: Parts shorter than this many seconds are not split.
+
+    Returns:
+        The window's report: ``consistent`` unless a part could not be healed; request ids
+        of every answer fetched, superseded ones included, parents before their halves.
+    """
+    parts, request_ids = await _heal(await fetch_part(window), fetch_part, floor)
+    return merge_parts(window, parts, request_ids)
+
+
+async def _heal(
+    answer: WindowAnswer, fetch_part: FetchPart, floor: int
+) -> tuple[list[WindowAnswer], list[str]]:
+    """The parts kept for ``answer``'s window, in time order, and every request id used."""
+    request_ids = list(answer.report.request_ids)
+    if not answer.cut_off or not answer.window.can_split(floor):
+        return [answer], request_ids
+    left, right = await _both(fetch_part, answer.window.halves())
+    request_ids += (*left.report.request_ids, *right.report.request_ids)
+    if not halves_add_records(answer.report, left.report, right.report):
+        if left.report.consistent and right.report.consistent:
+            # Nothing of ours was missing: what was cut off lay on the end, which an
+            # inclusive server sends but this part does not own. The halves prove it whole.
+            return [left, right], request_ids
+        return [answer], request_ids
+
+    async def heal_half(half: WindowAnswer) -> tuple[list[WindowAnswer], list[str]]:
+        return await _heal(half, fetch_part, floor)
+
+    (left_parts, left_ids), (right_parts, right_ids) = await _both(heal_half, (left, right))
+    return left_parts + right_parts, [*answer.report.request_ids, *left_ids, *right_ids]
+
+
+async def _both(fetch: Callable[[P], Coroutine[Any, Any, R]], items: tuple[P, P]) -> list[R]:
+    """``fetch`` over two items at once, by :func:`fan_out`: the first failure cancels the
+    other and is raised."""
+    return [r async for r in fan_out(iter(items), fetch, concurrency=1, name=_part_name)]
+
+
+def _part_name(item: Window | WindowAnswer) -> str:
+    window = item.window if isinstance(item, WindowAnswer) else item
+    return f"r9s_async part {window.label}"
 
 
 async def take_turn(throttle: Throttle, slots: asyncio.Semaphore) -> None:

@@ -25,6 +25,7 @@ from ._models import Account, Balance, UsageReport
 from ._retry import RetryHook
 from ._times import TimeLike
 from ._transport import DEFAULT_MAX_RESPONSE_SIZE, ClientSession
+from ._windows import DEFAULT_SPLIT_FLOOR
 
 __all__ = ["Client"]
 
@@ -82,6 +83,7 @@ class Client:
         trust_env: bool = False,
         on_retry: RetryHook | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
+        split_floor: int = DEFAULT_SPLIT_FLOOR,
     ) -> None:
         if session is not None:
             raise TypeError(
@@ -98,6 +100,7 @@ class Client:
             trust_env=trust_env,
             on_retry=on_retry,
             max_response_size=max_response_size,
+            split_floor=split_floor,
         )
         self._lock = threading.Lock()
         self._runner: _LoopThread | None = None
@@ -146,23 +149,24 @@ class Client:
     def usage(
         self,
         start: TimeLike,
-        end: TimeLike,
+        end: TimeLike | None = None,
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
     ) -> UsageReport:
-        """Blocking :meth:`AsyncClient.usage`."""
+        """Blocking :meth:`AsyncClient.usage`: the records of the half-open ``[start, end)``."""
         return self._call(self._async.usage(start, end, user_id=user_id, deadline=deadline))
 
     def iter_usage(
         self,
         start: TimeLike,
-        end: TimeLike,
+        end: TimeLike | None = None,
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
     ) -> Generator[UsageReport, None, None]:
-        """Blocking :meth:`AsyncClient.iter_usage`: an iterator of per-window reports.
+        """Blocking :meth:`AsyncClient.iter_usage`: an iterator of per-window reports of the
+        half-open ``[start, end)``.
 
         Arguments are checked at once. Close the iterator (or finish it) to stop the fetches
         still in flight; garbage collection does it too.
@@ -263,7 +267,7 @@ class Client:
     def backfill(
         self,
         start: TimeLike,
-        end: TimeLike,
+        end: TimeLike | None = None,
         *,
         db: StoreLike,
         user_id: str | int | None = None,
@@ -271,7 +275,7 @@ class Client:
         progress: ProgressCallback | None = None,
         account_name: str | None = None,
     ) -> BackfillResult:
-        """Blocking :meth:`AsyncClient.backfill`.
+        """Blocking :meth:`AsyncClient.backfill` of the half-open ``[start, end)``.
 
         ``progress`` is called in the client's event-loop thread. Interrupting the call (for
         example with Ctrl-C) stops the backfill; the windows stored so far are kept.

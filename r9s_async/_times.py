@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta
 
 __all__ = [
@@ -10,7 +11,6 @@ __all__ = [
     "TimeLike",
     "day_start",
     "to_half_open",
-    "to_range",
     "to_unix",
     "utc_day",
 ]
@@ -64,45 +64,39 @@ def to_unix(value: object, name: str, *, round_up: bool = False) -> int:
     return value
 
 
-def to_range(start: object, end: object) -> tuple[int, int]:
-    """Validate a ``(start, end)`` pair; see :func:`to_unix`.
-
-    Fractional datetimes are narrowed to the whole seconds inside them.
-
-    Raises:
-        ValueError: ``end`` is before ``start``.
-    """
-    first = to_unix(start, "start", round_up=True)
-    last = to_unix(end, "end")
-    if last < first:
-        if _since_epoch(start) <= _since_epoch(end):
-            raise ValueError(
-                f"[start, end] holds no whole second (start rounds up to {first}, "
-                f"end rounds down to {last}); widen the range"
-            )
-        raise ValueError(f"end ({last}) is before start ({first})")
-    return first, last
-
-
 def to_half_open(start: object, end: object, *, open_ends: bool = False) -> tuple[int, int]:
-    """Validate a half-open ``[start, end)`` pair; see :func:`to_unix`.
+    """Validate a half-open range ``[start, end)``: the one conversion every range goes through.
 
-    Both bounds round up: the end is exclusive, so a fractional end keeps the whole second it
-    falls in.
+    A record at ``t`` is in the range when ``start <= t < end``. Both bounds round up to whole
+    seconds, since for whole-second timestamps ``t >= start`` iff ``t >= ceil(start)`` and
+    ``t < end`` iff ``t < ceil(end)``. See :func:`to_unix` for the types taken.
 
     Args:
         start: The first second.
-        end: The exclusive end.
-        open_ends: Let ``None`` stand for an open end: ``0`` for ``start``,
-            :data:`UNBOUNDED` for ``end``.
+        end: The exclusive end. ``None`` is now: the end of the current second
+            (``int(time.time()) + 1``), so a record stamped this second is in the range.
+        open_ends: Let ``None`` stand for an open end instead: ``0`` for ``start``,
+            :data:`UNBOUNDED` for ``end`` (the store's reads).
 
     Raises:
-        ValueError: ``end`` is before ``start``.
+        TypeError: A time of the wrong type.
+        ValueError: A bad time, or an empty range: ``end`` at or before ``start``.
     """
     first = 0 if open_ends and start is None else to_unix(start, "start", round_up=True)
-    last = UNBOUNDED if open_ends and end is None else to_unix(end, "end", round_up=True)
-    if last < first:
-        raise ValueError(f"end ({last}) is before start ({first})")
+    if end is None:
+        last = UNBOUNDED if open_ends else int(time.time()) + 1
+    else:
+        last = to_unix(end, "end", round_up=True)
+    if last <= first:
+        if last == first and _since_epoch(start) < _since_epoch(end):
+            raise ValueError(
+                f"[start, end) holds no whole second (both round up to {first}); widen the range"
+            )
+        relation = "equals start" if last == first else "is before start"
+        raise ValueError(
+            f"the range [start, end) is empty: end ({last}) {relation} ({first}); "
+            "end is exclusive, so it must be after start"
+        )
     return first, last
 
 
@@ -118,6 +112,8 @@ def utc_day(timestamp: int) -> date:
 
 def _since_epoch(value: object) -> timedelta:
     # Exact, for comparing already validated values of mixed types.
+    if value is None:
+        return timedelta.max
     if isinstance(value, datetime):
         return value - _EPOCH
     if isinstance(value, date):

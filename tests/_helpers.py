@@ -33,8 +33,9 @@ def make_client(base_url: str, **settings: Any) -> AsyncClient:
 
 
 def expected_records(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
-    """What one unsplit call for ``[start, end]`` answers."""
-    return [UsageRecord(**r) for r in api.records(start, end)]
+    """The half-open truth ``[start, end)`` that ``usage(start, end)`` must answer, in the
+    fake's (server) order, whichever way the fake treats ``end_time``."""
+    return [UsageRecord(**r) for r in api.records_in(start, end)]
 
 
 async def eventually(condition: Callable[[], bool], *, within: float = 5.0) -> None:

@@ -27,6 +27,7 @@ from r9s_async import (
     AsyncClient,
     AuthenticationError,
     BadRequestError,
+    Client,
     ClientClosedError,
     MalformedResponseError,
     NotFoundError,
@@ -757,3 +758,100 @@ async def test_a_redirect_to_an_invalid_location_is_an_api_error(
 
     with pytest.raises(APIError, match="invalid Location"):
         await client.balance()
+
+
+# -- cut-off answers healed by splitting ------------------------------------------------------
+
+
+@pytest.mark.parametrize("inclusive", [True, False], ids=["inclusive", "exclusive"])
+async def test_a_busy_day_behind_a_record_cap_comes_back_whole_and_consistent(
+    inclusive: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeR9sAPI(mode="events", events_per_day=5_000, record_cap=1_000, end_inclusive=inclusive)
+    expected = expected_records(api, D0, D0 + DAY)
+    assert len(expected) > 5_000  # five thousand events, and their identical twins
+
+    async with api.serve() as url, AsyncClient(TEST_API_KEY, base_url=url) as client:
+        report = await client.usage(D0, D0 + DAY)
+
+    assert expected == report.records  # twins and both boundary seconds kept, in order
+    assert (sum(r.tokens for r in expected), True) == (report.total_tokens, report.consistent)
+    assert {D0, D0 + DAY - 1} <= {r.timestamp for r in report.records}
+    answered = [r for r in api.requests if r.path == "/usage"]
+    assert len(answered) == len(report.request_ids) == len(set(report.request_ids))
+    assert 3 <= len(answered) <= 31
+    assert [] == [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_server_whose_totals_never_add_up_costs_three_requests_per_window(
+    api: FakeR9sAPI, client: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = [{"timestamp": D0 + 7, "tokens": 5, "model": "m"}]
+    wrong = {
+        "meta": {"code": 200, "message": "success", "request_id": "W" * 32},
+        "data": {"records": records, "total_tokens": 6},
+    }
+    api.add_fault(Fault.respond(200, wrong), path="/usage", times=100)
+
+    report = await client.usage(D0, D0 + 2 * DAY)
+
+    assert 6 == len(api.requests)
+    assert ([UsageRecord(D0 + 7, 5, "m")], False) == (report.records, report.consistent)
+    assert 6 == len(report.request_ids)
+    warnings = [r.getMessage() for r in caplog.records if "declares total_tokens" in r.message]
+    assert 2 == len(warnings)
+    assert f"[{D0}, {D0 + DAY})" in warnings[0]
+    assert "W" * 32 in warnings[0]
+    assert f"[{D0 + DAY}, {D0 + 2 * DAY})" in warnings[1]
+
+
+async def test_an_answer_with_more_than_its_declared_total_is_not_split(
+    api: FakeR9sAPI, client: AsyncClient
+) -> None:
+    records = [{"timestamp": D0 + 7, "tokens": 5, "model": "m"}]
+    over = {
+        "meta": {"code": 200, "message": "success", "request_id": "O" * 32},
+        "data": {"records": records, "total_tokens": 4},
+    }
+    api.add_fault(Fault.respond(200, over), path="/usage")
+
+    report = await client.usage(D0, D0 + DAY)
+
+    assert 1 == len(api.requests)
+    assert not report.consistent
+
+
+async def test_sub_requests_of_a_healed_window_are_retried_like_any_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = FakeR9sAPI(mode="events", events_per_day=300, record_cap=200)
+    api.add_fault(Fault.error(503, "busy"), path="/usage", start_time=D0 + DAY // 2)
+    caplog.set_level(logging.INFO, logger="r9s_async")
+    async with api.serve() as url, AsyncClient(TEST_API_KEY, base_url=url) as client:
+        report = await client.usage(D0, D0 + DAY)
+
+    assert expected_records(api, D0, D0 + DAY) == report.records
+    assert report.consistent
+    assert 1 == sum(r.fault is not None for r in api.requests)
+    assert any("retrying /usage" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_split_floor_stops_healing_and_leaves_the_part_flagged() -> None:
+    api = FakeR9sAPI(mode="events", events_per_day=300, record_cap=200)
+    async with (
+        api.serve() as url,
+        AsyncClient(TEST_API_KEY, base_url=url, split_floor=DAY + 1) as client,
+    ):
+        report = await client.usage(D0, D0 + DAY)
+
+    assert (1, False, 200) == (len(api.requests), report.consistent, len(report.records))
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (-5, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+def test_a_bad_split_floor_is_refused(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="split_floor"):
+        AsyncClient(TEST_API_KEY, split_floor=value)  # type: ignore[arg-type]
+    with pytest.raises(error, match="split_floor"):
+        Client(TEST_API_KEY, split_floor=value)  # type: ignore[arg-type]

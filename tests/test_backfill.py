@@ -36,7 +36,7 @@ from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 def truth(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
     """The records with ``start <= timestamp < end``, in the fake's (server) order."""
-    return [UsageRecord(**r) for r in api.records(start, end) if r["timestamp"] < end]
+    return [UsageRecord(**r) for r in api.records_in(start, end)]
 
 
 def usage_requests(api: FakeR9sAPI) -> list[tuple[int, int]]:
@@ -63,11 +63,21 @@ def test_a_plan_has_one_window_per_utc_day_partial_at_the_ends() -> None:
     assert [(D0 + 3600, D0 + DAY), (D0 + DAY, D0 + 2 * DAY), (D0 + 2 * DAY, D0 + 2 * DAY + 60)] == [
         (w.start, w.end) for w in windows
     ]
-    assert not any(w.last for w in windows)
 
 
 def test_an_empty_range_plans_nothing() -> None:
     assert ([], 0) == plan_backfill(D0 + 5, D0 + 5, {}, now=D0, refresh_recent=0)
+
+
+@pytest.mark.parametrize(("start", "end"), [(D0 + 5, D0 + 5), (D0 + 5, D0 + 4)])
+async def test_a_backfill_of_an_empty_range_is_refused_before_anything_is_sent(
+    api: FakeR9sAPI, client: AsyncClient, tmp_path: Path, start: int, end: int
+) -> None:
+    with pytest.raises(ValueError, match="is empty"):
+        await client.backfill(start, end, db=tmp_path / "u.db")
+
+    assert [] == api.requests
+    assert not (tmp_path / "u.db").exists()
 
 
 def test_a_plan_skips_complete_days_and_widens_partial_ones_to_the_union() -> None:
@@ -267,10 +277,11 @@ async def test_progress_is_reported_at_the_start_and_after_each_stored_window(
     result = await client.backfill(D0, D0 + 3 * DAY, db=db, progress=seen.append)
 
     assert [
-        BackfillProgress(1, 3, 1, 0, 0, 0),
-        BackfillProgress(2, 3, 1, 4, sum(r.tokens for r in expected[:4]), 0),
-        BackfillProgress(3, 3, 1, 8, sum(r.tokens for r in expected), 0),
+        BackfillProgress(1, 3, 1, 0, 0, 0, 0),
+        BackfillProgress(2, 3, 1, 4, sum(r.tokens for r in expected[:4]), 0, seen[1].requests),
+        BackfillProgress(3, 3, 1, 8, sum(r.tokens for r in expected), 0, 2),
     ] == seen
+    assert 1 <= seen[1].requests <= 2  # the next window may be asked before this one is stored
     assert (8, sum(r.tokens for r in expected)) == (result.records, result.tokens)
 
 
@@ -429,7 +440,7 @@ def events_client() -> Iterator[tuple[FakeR9sAPI, Client]]:
 
 
 span = st.tuples(
-    st.integers(min_value=0, max_value=5 * DAY), st.integers(min_value=0, max_value=3 * DAY)
+    st.integers(min_value=0, max_value=5 * DAY), st.integers(min_value=1, max_value=3 * DAY)
 )
 
 
@@ -514,7 +525,7 @@ def test_peak_memory_of_a_backfill_does_not_grow_with_the_range(tmp_path: Path) 
     assert three["peak"] - one["peak"] < 1_000_000
 
 
-async def test_a_day_whose_records_fall_short_of_its_total_is_fetched_again(
+async def test_a_day_whose_records_stay_short_of_its_total_is_fetched_again(
     api: FakeR9sAPI, base_url: str, tmp_path: Path
 ) -> None:
     start = 20_000 * DAY
@@ -522,7 +533,8 @@ async def test_a_day_whose_records_fall_short_of_its_total_is_fetched_again(
         "meta": {"code": 200, "message": "success", "request_id": "R" * 32},
         "data": {"records": [], "total_tokens": 1234},
     }
-    api.add_fault(Fault.respond(200, cut_off), path="/usage", start_time=start, times=2)
+    # Every answer is short and its halves add nothing: three requests per call, not healed.
+    api.add_fault(Fault.respond(200, cut_off), path="/usage", times=9)
     db = tmp_path / "usage.db"
 
     async with AsyncClient(TEST_API_KEY, base_url=base_url) as client:
@@ -531,10 +543,12 @@ async def test_a_day_whose_records_fall_short_of_its_total_is_fetched_again(
         first = await client.backfill(start, start + DAY, db=db, refresh_recent=0)
         second = await client.backfill(start, start + DAY, db=db, refresh_recent=0)
 
-    assert (1, 0) == (first.windows_fetched, first.windows_skipped)
-    assert (1, 0) == (second.windows_fetched, second.windows_skipped)
+    assert (1, 0, 3) == (first.windows_fetched, first.windows_skipped, first.requests)
+    assert (1, 0, 3) == (second.windows_fetched, second.windows_skipped, second.requests)
+    assert 9 == len(api.requests)
     with UsageStore(db) as store:
-        assert len(api.records(start, start + DAY - 1)) == store.count_records()
+        assert 0 == store.count_records()
+        assert "recent" == store.windows()[0].status
 
 
 # -- accounts ---------------------------------------------------------------------------------
@@ -616,3 +630,20 @@ def test_the_sync_client_passes_the_account_name_down(
     with UsageStore(db) as store:
         assert ["sync"] == [acc.name for acc in store.accounts()]
         assert ["sync"] == [w.account for w in store.windows()]
+
+
+async def test_a_cut_off_day_is_healed_stored_complete_and_counted_as_one_window(
+    tmp_path: Path,
+) -> None:
+    api = FakeR9sAPI(mode="events", events_per_day=1_500, record_cap=1_000)
+    seen: list[BackfillProgress] = []
+    async with api.serve() as url, AsyncClient(TEST_API_KEY, base_url=url) as client:
+        result = await client.backfill(D0, D0 + 2 * DAY, db=tmp_path / "u.db", progress=seen.append)
+
+    assert (2, 2) == (result.windows_total, result.windows_fetched)
+    assert result.requests == len(api.requests) > 2
+    assert [0, 1, 2] == [p.windows_done for p in seen]
+    assert result.requests == seen[-1].requests
+    with UsageStore(tmp_path / "u.db") as store:
+        assert truth(api, D0, D0 + 2 * DAY) == list(store.iter_records())
+        assert ["complete", "complete"] == [w.status for w in store.windows()]

@@ -204,7 +204,7 @@ async def test_a_call_within_its_deadline_answers_as_usual(api: FakeR9sAPI, base
     async with make_client(base_url) as client:
         report = await client.usage(D0, D0 + 3 * DAY, deadline=30)
 
-    assert [UsageRecord(**r) for r in api.records(D0, D0 + 3 * DAY)] == report.records
+    assert [UsageRecord(**r) for r in api.records_in(D0, D0 + 3 * DAY)] == report.records
 
 
 async def test_iter_usage_yields_what_arrived_in_time_then_raises_at_the_deadline(

@@ -22,8 +22,8 @@ import pytest
 from _helpers import D0, DAY
 from aiohttp import web
 
-from r9s_async import Client, UsageRecord, UsageStore
-from r9s_async._cli import main, parse_duration, parse_time
+from r9s_async import BackfillProgress, Client, UsageRecord, UsageStore
+from r9s_async._cli import ProgressPrinter, main, parse_duration, parse_time
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 pq = importlib.import_module("pyarrow.parquet")  # the `parquet` extra; untyped
@@ -55,7 +55,7 @@ def env(threaded_base_url: str) -> dict[str, str]:
 
 
 def truth(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
-    return [UsageRecord(**r) for r in api.records(start, end) if r["timestamp"] < end]
+    return [UsageRecord(**r) for r in api.records_in(start, end)]
 
 
 # -- parsing (in process) ---------------------------------------------------------------------
@@ -104,15 +104,13 @@ def test_the_console_script_runs_main() -> None:
 # -- usage and balance ------------------------------------------------------------------------
 
 
-def test_usage_as_csv_prints_every_record_of_one_api_call(
+def test_usage_as_csv_prints_every_record_of_the_half_open_range(
     api: FakeR9sAPI, env: dict[str, str]
 ) -> None:
     done = r9s("usage", "--start", "2024-10-04", "--end", "2024-10-07", "--format", "csv", env=env)
 
     assert 0 == done.returncode, done.stderr
-    expected = [
-        [str(r["timestamp"]), r["model"], str(r["tokens"])] for r in api.records(D0, D0 + 3 * DAY)
-    ]
+    expected = [[str(r.timestamp), r.model, str(r.tokens)] for r in truth(api, D0, D0 + 3 * DAY)]
     assert [["timestamp", "model", "tokens"], *expected] == list(
         csv.reader(io.StringIO(done.stdout))
     )
@@ -129,8 +127,8 @@ def test_usage_grouped_by_model_is_a_table_with_a_total(
     assert 0 == done.returncode, done.stderr
     lines = done.stdout.splitlines()
     totals: dict[str, int] = {}
-    for r in api.records(D0, D0 + 2 * DAY):
-        totals[r["model"]] = totals.get(r["model"], 0) + r["tokens"]
+    for r in truth(api, D0, D0 + 2 * DAY):
+        totals[r.model] = totals.get(r.model, 0) + r.tokens
     assert ["model", "tokens"] == lines[0].split()
     assert {m: f"{t:,}" for m, t in totals.items()} == dict(line.split() for line in lines[2:-1])
     assert ["total", f"{sum(totals.values()):,}"] == lines[-1].split()
@@ -574,3 +572,60 @@ def test_backfill_refuses_an_account_name_that_looks_like_a_fingerprint(
     assert 2 == done.returncode
     assert "looks like a fingerprint" in done.stderr
     assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [("2024-10-04", "2024-10-07"), ("2024-10-04T06:00:00Z", "2024-10-06T00:00:00Z")],
+)
+def test_usage_and_export_agree_to_the_token_for_the_same_start_and_end(
+    api: FakeR9sAPI, env: dict[str, str], tmp_path: Path, start: str, end: str
+) -> None:
+    db = tmp_path / "usage.db"
+    window = ["--start", start, "--end", end]
+    backfilled = r9s(
+        "backfill", "--start", "2024-10-03", "--end", "2024-10-09", "--db", str(db), env=env
+    )
+    usage = r9s("usage", *window, "--format", "csv", env=env)
+    exported = r9s("export", "--db", str(db), "--format", "csv", *window, env=env)
+
+    assert 0 == backfilled.returncode, backfilled.stderr
+    assert 0 == usage.returncode, usage.stderr
+    assert 0 == exported.returncode, exported.stderr
+    from_usage = list(csv.reader(io.StringIO(usage.stdout)))[1:]
+    from_store = [row[:3] for row in csv.reader(io.StringIO(exported.stdout))][1:]
+    assert from_usage == from_store
+    assert from_usage  # the daily records at the start's midnight at least
+    assert sum(int(row[2]) for row in from_usage) == sum(int(row[2]) for row in from_store)
+
+
+@pytest.mark.parametrize(
+    ("progress", "shown"),
+    [
+        (BackfillProgress(3, 31, 0, 1_234, 99_999, 0, 5), ["3/31 windows", "5 requests", "ETA"]),
+        (
+            BackfillProgress(1_000, 3_650, 0, 12_345_678, 10**12, 12, 40_000),
+            ["1000/3650 windows", "40,000 requests", "12 retries", "ETA"],
+        ),
+    ],
+)
+def test_the_progress_bar_shows_requests_and_fits_in_80_columns(
+    progress: BackfillProgress, shown: list[str]
+) -> None:
+    out = io.StringIO()
+    printer = ProgressPrinter(out, "backfill", tty=True)
+
+    printer(progress)
+
+    line = out.getvalue().removeprefix("\r").removesuffix("\x1b[K")
+    assert len(line) < 80
+    assert all(text in line for text in shown)
+
+
+def test_the_plain_progress_line_counts_requests_apart_from_windows() -> None:
+    out = io.StringIO()
+    printer = ProgressPrinter(out, "backfill", tty=False)
+
+    printer(BackfillProgress(2, 2, 0, 10, 100, 1, 9))
+
+    assert "backfill: 2/2 windows, 10 records, 100 tokens, 9 requests, 1 retries" in out.getvalue()

@@ -150,6 +150,38 @@ async def test_end_time_is_inclusive_or_exclusive_as_configured(
     )
 
 
+async def test_a_record_cap_cuts_an_answer_off_after_the_first_records_but_declares_them_all() -> (
+    None
+):
+    api = FakeR9sAPI(mode="events", events_per_day=50, record_cap=10)
+    everything = api.records(D0, D0 + DAY)
+    async with api.serve() as base_url:
+        _, body = await get(base_url, "/usage", window(D0, D0 + DAY))
+        _, small = await get(base_url, "/usage", window(D0, D0 + 1))
+
+    assert everything[:10] == body["data"]["records"]
+    assert sum(r["tokens"] for r in everything) == body["data"]["total_tokens"]
+    # an answer within the cap is whole
+    assert api.records(D0, D0 + 1) == small["data"]["records"]
+    assert sum(r["tokens"] for r in small["data"]["records"]) == small["data"]["total_tokens"]
+
+
+@pytest.mark.parametrize("cap", [-1, True])
+def test_a_record_cap_must_be_none_or_a_count(cap: int) -> None:
+    with pytest.raises(ValueError, match="record_cap"):
+        FakeR9sAPI(record_cap=cap)
+
+
+@pytest.mark.parametrize("end_inclusive", [True, False])
+def test_records_in_is_the_half_open_truth_whatever_end_time_means(end_inclusive: bool) -> None:
+    api = FakeR9sAPI(end_inclusive=end_inclusive)
+
+    truth = api.records_in(D0, D0 + DAY)
+
+    assert {D0} == {r["timestamp"] for r in truth}
+    assert len(api.models) == len(truth)
+
+
 async def test_start_time_is_always_inclusive() -> None:
     api = FakeR9sAPI(end_inclusive=False)
     async with api.serve() as base_url:

@@ -1,4 +1,5 @@
-"""The fan-out over plain coroutines, no server: ordered, bounded, first failure cancels."""
+"""The fan-out and the healing of cut-off windows over plain coroutines, no server: ordered,
+bounded, first failure cancels; halves until every part adds up."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from r9s_async import APITimeoutError
-from r9s_async._fanout import fan_out
+from r9s_async import APITimeoutError, UsageRecord
+from r9s_async._fanout import fan_out, heal
+from r9s_async._windows import Window, WindowAnswer, report_window
 
 
 async def test_results_come_in_plan_order_whatever_order_they_finish_in() -> None:
@@ -146,3 +148,140 @@ async def test_an_empty_plan_yields_nothing() -> None:
         raise AssertionError("not called")
 
     assert [] == [r async for r in fan_out(iter([]), fetch_one, concurrency=4)]
+
+
+# -- healing a cut-off window by splitting, over plain coroutines -----------------------------
+
+
+class CappedSource:
+    """Answers a window from ``records`` as a capped server would: at most ``cap`` records,
+    in time order, and the full total declared (``extra`` tokens more, for a server whose
+    totals never add up)."""
+
+    def __init__(
+        self, records: list[UsageRecord], cap: int, *, extra: int = 0, inclusive: bool = False
+    ) -> None:
+        self.records = sorted(records, key=lambda r: r.timestamp)
+        self.cap = cap
+        self.extra = extra
+        self.inclusive = inclusive
+        self.asked: list[Window] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    async def fetch_part(self, window: Window) -> WindowAnswer:
+        self.asked.append(window)
+        request_id = f"id{len(self.asked)}"
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.001)
+        finally:
+            self.in_flight -= 1
+        covered = [
+            r
+            for r in self.records
+            if window.owns(r.timestamp) or (self.inclusive and r.timestamp == window.end)
+        ]
+        total = sum(r.tokens for r in covered) + self.extra
+        return report_window(window, covered[: self.cap], total, request_id)
+
+
+def day_of_records(n: int) -> list[UsageRecord]:
+    records = [UsageRecord((i * 7919) % 1000, 1 + i % 5, "m") for i in range(n)]
+    return [*records, UsageRecord(0, 3, "m"), UsageRecord(0, 3, "m"), UsageRecord(999, 1, "m")]
+
+
+async def test_a_window_that_adds_up_costs_one_request() -> None:
+    source = CappedSource(day_of_records(10), cap=100)
+
+    report = await heal(Window(0, 1000), source.fetch_part, floor=1)
+
+    assert [Window(0, 1000)] == source.asked
+    assert (source.records, True, ("id1",)) == (
+        report.records,
+        report.consistent,
+        report.request_ids,
+    )
+
+
+async def test_a_cut_off_window_is_healed_by_halves_into_the_whole_truth() -> None:
+    source = CappedSource(day_of_records(200), cap=30)
+
+    report = await heal(Window(0, 1000), source.fetch_part, floor=1)
+
+    assert source.records == report.records  # twins and both boundary seconds included
+    assert sum(r.tokens for r in source.records) == report.total_tokens
+    assert (0, 1000, True) == (report.start, report.end, report.consistent)
+    assert len(source.asked) == len(report.request_ids) == len(set(report.request_ids))
+    assert "id1" == report.request_ids[0]  # the cut-off answer's id, then its halves'
+
+
+async def test_halves_are_fetched_concurrently() -> None:
+    source = CappedSource(day_of_records(200), cap=30)
+
+    await heal(Window(0, 1000), source.fetch_part, floor=1)
+
+    assert source.peak_in_flight >= 2
+
+
+async def test_totals_that_never_add_up_cost_three_requests_and_keep_the_parts_records() -> None:
+    source = CappedSource(day_of_records(10), cap=100, extra=5)
+
+    report = await heal(Window(0, 1000), source.fetch_part, floor=1)
+
+    assert [Window(0, 1000), Window(0, 500), Window(500, 1000)] == source.asked
+    assert (source.records, False) == (report.records, report.consistent)
+    assert ("id1", "id2", "id3") == report.request_ids
+
+
+async def test_a_window_with_more_than_declared_is_not_split() -> None:
+    source = CappedSource(day_of_records(10), cap=100, extra=-1)
+
+    report = await heal(Window(0, 1000), source.fetch_part, floor=1)
+
+    assert [Window(0, 1000)] == source.asked
+    assert not report.consistent
+
+
+async def test_parts_shorter_than_the_floor_are_not_split() -> None:
+    source = CappedSource(day_of_records(200), cap=30)
+
+    report = await heal(Window(0, 1000), source.fetch_part, floor=300)
+
+    # 1000 -> 500 + 500 -> 250 each: shorter than 300, kept though still cut off
+    assert all(w.end - w.start >= 250 for w in source.asked)
+    assert 7 == len(source.asked)
+    assert not report.consistent
+    assert set(report.records) <= set(source.records)
+
+
+async def test_a_failing_half_cancels_the_other_and_its_error_is_raised() -> None:
+    cancelled = asyncio.Event()
+
+    async def fetch_part(window: Window) -> WindowAnswer:
+        if window == Window(0, 1000):
+            return report_window(window, [], 5, "whole")
+        if window.start == 0:
+            raise APITimeoutError("left half failed")
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("not cancelled")
+
+    with pytest.raises(APITimeoutError, match="left half failed"):
+        await heal(Window(0, 1000), fetch_part, floor=1)
+    assert cancelled.is_set()
+
+
+async def test_a_cut_off_record_on_an_inclusive_end_is_not_ours_and_the_halves_prove_it() -> None:
+    # Four owned records fit under the cap; the fifth, on the window's end, is cut off.
+    owned = [UsageRecord(t, 1, "m") for t in (0, 100, 600, 900)]
+    source = CappedSource([*owned, UsageRecord(1000, 5, "m")], cap=4, inclusive=True)
+
+    report = await heal(Window(0, 1000), source.fetch_part, floor=1)
+
+    assert [Window(0, 1000), Window(0, 500), Window(500, 1000)] == source.asked
+    assert (owned, True) == (report.records, report.consistent)

@@ -16,7 +16,7 @@ from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
 ATTEMPT = re.compile(
-    r"GET (?P<path>/\w+) window=(?P<window>\[\d+, \d+\]|-) status=(?P<status>\d+|-) "
+    r"GET (?P<path>/\w+) window=(?P<window>\[\d+, \d+\)|-) status=(?P<status>\d+|-) "
     r"elapsed=\d+\.\d{3}s attempt=(?P<attempt>\d+) request_id=(?P<request_id>\S+)"
 )
 
@@ -53,7 +53,7 @@ async def test_each_attempt_logs_one_debug_line_with_everything_about_it(
 
     lines = sorted(attempts(caplog), key=lambda line: line["window"])
     assert [
-        {"path": "/usage", "window": f"[{a}, {a + DAY}]", "status": "200", "attempt": "1"}
+        {"path": "/usage", "window": f"[{a}, {a + DAY})", "status": "200", "attempt": "1"}
         for a in (D0, D0 + DAY, D0 + 2 * DAY)
     ] == [{k: line[k] for k in ("path", "window", "status", "attempt")} for line in lines]
     assert sorted(report.request_ids) == sorted(line["request_id"] for line in lines)
@@ -117,7 +117,7 @@ async def test_a_retry_is_announced_at_info_with_its_wait_and_attempt_number(
     await client.usage(D0, D0 + DAY)
 
     assert [
-        f"retrying /usage [{D0}, {D0 + DAY}] in 0.00s (attempt 2 of 4): "
+        f"retrying /usage [{D0}, {D0 + DAY}) in 0.00s (attempt 2 of 4): "
         f"HTTP 429: slow down (request id {'F' * 32})"
     ] == messages(caplog, logging.INFO)
 

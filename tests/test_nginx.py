@@ -117,7 +117,7 @@ def nginx_url(api: FakeR9sAPI, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def direct_answer(api: FakeR9sAPI, start: int, end: int) -> list[UsageRecord]:
-    return [UsageRecord(**r) for r in api.records(start, end)]
+    return [UsageRecord(**r) for r in api.records_in(start, end)]
 
 
 async def test_nginx_in_front_compresses_the_answers(nginx_url: str) -> None:

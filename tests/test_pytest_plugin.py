@@ -75,7 +75,7 @@ def test_installing_the_package_is_enough_to_get_the_fixture(
             with r9s_async.Client(r9s_fake_api.api_key, base_url=r9s_fake_api.base_url) as client:
                 report = client.usage(date(2025, 1, 1), date(2025, 1, 3))
 
-            expected = r9s_fake_api.records(report.start, report.end)
+            expected = r9s_fake_api.records_in(report.start, report.end)
             assert [r9s_async.UsageRecord(**record) for record in expected] == report.records
             assert ["/usage", "/usage"] == [request.path for request in r9s_fake_api.requests]
         """,
@@ -166,7 +166,7 @@ def test_markers_set_the_options_and_closer_markers_win(user_project: pytest.Pyt
                 report = client.usage(date(2025, 1, 1), date(2025, 1, 3))
 
             same = FakeR9sAPI(mode="events", end_inclusive=False, seed=7)
-            expected = same.records(report.start, report.end)
+            expected = same.records_in(report.start, report.end)
             assert [r9s_async.UsageRecord(**record) for record in expected] == report.records
             assert ("events", 7, False) == (
                 r9s_fake_api.mode, r9s_fake_api.seed, r9s_fake_api.end_inclusive

@@ -92,7 +92,7 @@ async def test_a_faulty_run_logged_at_debug_never_shows_the_key(
     shown = [r.getMessage() for r in caplog.records] + [repr(r.args) for r in caplog.records]
     shown += [repr(event) for event in events]
     shown += [text for error in chain(caught.value) for text in (str(error), repr(error))]
-    assert [UsageRecord(**r) for r in api.records(D0, D0 + 20 * DAY)] == report.records
+    assert [UsageRecord(**r) for r in api.records_in(D0, D0 + 20 * DAY)] == report.records
     assert len(events) >= 10
     assert len(caplog.records) > 30
     assert [] == [text for text in shown if leaks(text)]
@@ -183,7 +183,7 @@ async def test_a_private_ca_is_trusted_through_an_injected_session(
     ):
         report = await client.usage(D0, D0 + 2 * DAY)
 
-    assert [UsageRecord(**r) for r in api.records(D0, D0 + 2 * DAY)] == report.records
+    assert [UsageRecord(**r) for r in api.records_in(D0, D0 + 2 * DAY)] == report.records
 
 
 async def test_a_trusted_certificate_for_another_name_is_still_refused(

@@ -10,7 +10,7 @@ async def test_a_month_of_usage_equals_the_fake_apis_records(
     api: FakeR9sAPI, client: AsyncClient
 ) -> None:
     start, end = 86_400 * 100, 86_400 * 130
-    expected = [UsageRecord(**r) for r in api.records(start, end)]
+    expected = [UsageRecord(**r) for r in api.records_in(start, end)]
 
     report = await client.usage(start, end)
 

@@ -130,7 +130,9 @@ def test_records_are_read_in_time_order_within_a_half_open_range(store: UsageSto
     assert [1, 2, 3, 4] == [r.tokens for r in store.iter_records()]
     assert [2, 3] == [r.tokens for r in store.iter_records(D0 + 1, D0 + DAY + 1)]
     assert [3, 4] == [r.tokens for r in store.iter_records(date(1970, 4, 12), date(1970, 4, 13))]
-    assert [] == list(store.iter_records(D0 + DAY, D0 + DAY))
+    assert [] == list(store.iter_records(D0 + DAY + 1, D0 + DAY + 2))
+    with pytest.raises(ValueError, match="is empty"):
+        store.iter_records(D0 + DAY, D0 + DAY)
 
 
 def test_a_fractional_exclusive_end_keeps_the_second_it_falls_in(store: UsageStore) -> None:

@@ -1,14 +1,16 @@
-"""Time arguments: what ``usage``/``iter_usage`` accept, and what they refuse before any request."""
+"""Time arguments: what ``usage``/``iter_usage`` accept, the one half-open conversion, and what
+they refuse before any request."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from _helpers import DAY
 
 from r9s_async import AsyncClient
-from r9s_async._times import to_range, to_unix
+from r9s_async._times import UNBOUNDED, to_half_open, to_unix
 from r9s_async.testing import FakeR9sAPI
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,23 +55,31 @@ def test_times_before_the_epoch_are_a_value_error(value: object) -> None:
 
 
 def test_end_before_start_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match=r"end \(9\) is before start \(10\)"):
-        to_range(10, 9)
+    with pytest.raises(ValueError, match=r"is empty: end \(9\) is before start \(10\)"):
+        to_half_open(10, 9)
 
 
-def test_end_equal_to_start_is_a_one_second_range() -> None:
-    assert (10, 10) == to_range(10, 10)
+def test_end_equal_to_start_is_an_empty_range_and_a_value_error() -> None:
+    with pytest.raises(ValueError, match=r"\[start, end\) is empty: end \(10\) equals start"):
+        to_half_open(10, 10)
 
 
-def test_a_fractional_start_rounds_up_and_a_fractional_end_rounds_down() -> None:
+def test_a_one_second_range_holds_its_start_only() -> None:
+    assert (10, 11) == to_half_open(10, 11)
+
+
+def test_both_fractional_bounds_round_up() -> None:
+    # t >= 100.000001 iff t >= 101, and t < 200.999999 iff t < 201, for whole seconds t
     start = EPOCH + timedelta(seconds=100, microseconds=1)
     end = EPOCH + timedelta(seconds=200, microseconds=999_999)
 
-    assert (101, 200) == to_range(start, end)
+    assert (101, 201) == to_half_open(start, end)
 
 
 def test_whole_second_datetimes_are_not_rounded() -> None:
-    assert (100, 200) == to_range(EPOCH + timedelta(seconds=100), EPOCH + timedelta(seconds=200))
+    assert (100, 200) == to_half_open(
+        EPOCH + timedelta(seconds=100), EPOCH + timedelta(seconds=200)
+    )
 
 
 def test_a_fractional_range_without_a_whole_second_says_so() -> None:
@@ -77,11 +87,24 @@ def test_a_fractional_range_without_a_whole_second_says_so() -> None:
     end = EPOCH + timedelta(seconds=10, microseconds=700_000)
 
     with pytest.raises(ValueError, match="holds no whole second"):
-        to_range(start, end)
+        to_half_open(start, end)
 
 
 def test_mixed_types_make_one_range() -> None:
-    assert (DAY, 2 * DAY + 5) == to_range(date(1970, 1, 2), 2 * DAY + 5)
+    assert (DAY, 2 * DAY + 5) == to_half_open(date(1970, 1, 2), 2 * DAY + 5)
+
+
+def test_no_end_is_now_to_the_end_of_the_current_second() -> None:
+    before = int(time.time())
+    _, end = to_half_open(0, None)
+    after = int(time.time())
+
+    assert before + 1 <= end <= after + 1
+
+
+def test_open_ends_are_the_earliest_and_unbounded_for_the_store() -> None:
+    assert (0, UNBOUNDED) == to_half_open(None, None, open_ends=True)
+    assert (5, UNBOUNDED) == to_half_open(5, None, open_ends=True)
 
 
 BAD_RANGES: list[tuple[object, object, type[Exception]]] = [
@@ -93,6 +116,8 @@ BAD_RANGES: list[tuple[object, object, type[Exception]]] = [
     (datetime(2025, 1, 1), 10, ValueError),
     (-1, 10, ValueError),
     (10, 9, ValueError),
+    (10, 10, ValueError),
+    (date(2024, 10, 4), date(2024, 10, 4), ValueError),
 ]
 
 
@@ -124,10 +149,10 @@ async def test_usage_asks_for_the_rounded_whole_seconds(
 
     report = await client.usage(start, end)
 
-    assert [{"start_time": str(3 * DAY + 101), "end_time": str(3 * DAY + 900)}] == [
+    assert [{"start_time": str(3 * DAY + 101), "end_time": str(3 * DAY + 901)}] == [
         dict(r.query) for r in api.requests
     ]
-    assert (3 * DAY + 101, 3 * DAY + 900) == (report.start, report.end)
+    assert (3 * DAY + 101, 3 * DAY + 901) == (report.start, report.end)
 
 
 def test_times_after_the_year_9999_are_a_value_error() -> None:
@@ -138,4 +163,18 @@ def test_times_after_the_year_9999_are_a_value_error() -> None:
 
 def test_an_end_before_a_date_start_is_a_value_error() -> None:
     with pytest.raises(ValueError, match=r"end \(86399\) is before start \(86400\)"):
-        to_range(date(1970, 1, 2), 86_399)
+        to_half_open(date(1970, 1, 2), 86_399)
+
+
+async def test_usage_without_an_end_asks_up_to_the_end_of_the_current_second(
+    api: FakeR9sAPI, client: AsyncClient
+) -> None:
+    start = int(time.time()) - 10
+    before = int(time.time())
+
+    report = await client.usage(start)
+
+    assert start == report.start
+    assert before + 1 <= report.end <= int(time.time()) + 1
+    asked = [(r.query["start_time"], r.query["end_time"]) for r in api.requests]
+    assert asked[-1][1] == str(report.end)

@@ -84,6 +84,10 @@ class FakeR9sAPI:
         base_path: Path prefix, like the real ``/api/v1/portal/management``.
         fault_plan: Seeded faults injected into requests (after any scripted fault is used).
         rate_limit: A per-key request rate enforced before anything else, with 429 answers.
+        record_cap: The most records one ``/usage`` answer holds (``None``: no cap). A longer
+            answer is cut off after the first ``record_cap`` records, in answer order, while
+            its ``total_tokens`` still declares the sum of all of them, as a paged listing's
+            first page would.
 
     Attributes:
         requests: A :class:`RecordedRequest` for every request received, in arrival order.
@@ -107,9 +111,12 @@ class FakeR9sAPI:
         base_path: str = "/api/v1/portal/management",
         fault_plan: FaultPlan | None = None,
         rate_limit: RateLimit | None = None,
+        record_cap: int | None = None,
     ) -> None:
         if mode not in ("daily", "events"):
             raise ValueError(f"mode must be 'daily' or 'events', not {mode!r}")
+        if record_cap is not None and (isinstance(record_cap, bool) or record_cap < 0):
+            raise ValueError(f"record_cap must be None or >= 0, not {record_cap!r}")
         self.api_key = api_key
         self.mode = mode
         self.end_inclusive = end_inclusive
@@ -124,6 +131,7 @@ class FakeR9sAPI:
         self.peak_in_flight = 0
         self.fault_plan = fault_plan
         self.rate_limit = rate_limit
+        self.record_cap = record_cap
         self._limiter: RateLimiter | None = None
         self._window_attempts: collections.Counter[str] = collections.Counter()
         self._servers: list[web.Server] = []
@@ -134,7 +142,10 @@ class FakeR9sAPI:
     # -- the data -------------------------------------------------------------------------------
 
     def records(self, start: int, end: int) -> list[dict[str, Any]]:
-        """Exactly what one ``/usage`` call for ``[start, end]`` answers, in answer order."""
+        """Every record one ``/usage`` call for ``start_time=start, end_time=end`` covers, in
+        answer order: ``[start, end]`` or ``[start, end)`` as ``end_inclusive`` says. An answer
+        holds them all unless ``record_cap`` cuts it off; ``total_tokens`` is always their sum.
+        """
         out: list[dict[str, Any]] = []
         for day in range(start // DAY, end // DAY + 1):
             for record in self._day_records(day):
@@ -143,29 +154,16 @@ class FakeR9sAPI:
                     out.append(record)
         return out
 
+    def records_in(self, start: int, end: int) -> list[dict[str, Any]]:
+        """The half-open truth: the records with ``start <= timestamp < end``, in answer order.
+
+        What :meth:`r9s_async.AsyncClient.usage` must answer for ``[start, end)``, whichever
+        way the fake treats ``end_time`` and whatever its ``record_cap``.
+        """
+        return [r for r in self.records(start, end) if r["timestamp"] < end]
+
     def _generate_day(self, day: int) -> tuple[dict[str, Any], ...]:
-        digest = hashlib.blake2b(f"{self.seed}:{self.mode}:{day}".encode(), digest_size=8)
-        rng = random.Random(int.from_bytes(digest.digest(), "big"))
-        midnight = day * DAY
-        if self.mode == "daily":
-            return tuple(
-                {"timestamp": midnight, "tokens": rng.randint(1, 2_000_000), "model": model}
-                for model in self.models
-            )
-        count = max(self.events_per_day, 4)
-        seconds = [0, DAY - 1] + [rng.randrange(DAY) for _ in range(count - 2)]
-        records: list[dict[str, Any]] = []
-        for second in seconds:
-            record = {
-                "timestamp": midnight + second,
-                "tokens": rng.randint(1, 50_000),
-                "model": rng.choice(self.models),
-            }
-            records.append(record)
-            if rng.random() < 0.1:
-                records.append(dict(record))  # an identical twin: real, distinct usage
-        records.sort(key=lambda r: r["timestamp"])
-        return tuple(records)
+        return _generate_day(self.seed, self.mode, self.models, self.events_per_day, day)
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -351,6 +349,8 @@ class FakeR9sAPI:
                 return self._envelope(400, 400, "end_time must not be before start_time", None)
             records = self.records(start, end)
             total = sum(r["tokens"] for r in records)
+            if self.record_cap is not None:
+                records = records[: self.record_cap]  # cut off, but the total tells
             return self._envelope(200, 200, "success", {"records": records, "total_tokens": total})
 
         return await self._guard(request, "/usage", answer, delay=delay)
@@ -455,3 +455,31 @@ def _parse_time(value: str | None) -> int:
     if value is None or not value.isdigit():
         raise ValueError(value)
     return int(value)
+
+
+def _generate_day(
+    seed: int, mode: str, models: tuple[str, ...], events_per_day: int, day: int
+) -> tuple[dict[str, Any], ...]:
+    """One day's records, in time order: the same for the same settings."""
+    digest = hashlib.blake2b(f"{seed}:{mode}:{day}".encode(), digest_size=8)
+    rng = random.Random(int.from_bytes(digest.digest(), "big"))
+    midnight = day * DAY
+    if mode == "daily":
+        return tuple(
+            {"timestamp": midnight, "tokens": rng.randint(1, 2_000_000), "model": model}
+            for model in models
+        )
+    count = max(events_per_day, 4)
+    seconds = [0, DAY - 1] + [rng.randrange(DAY) for _ in range(count - 2)]
+    records: list[dict[str, Any]] = []
+    for second in seconds:
+        record = {
+            "timestamp": midnight + second,
+            "tokens": rng.randint(1, 50_000),
+            "model": rng.choice(models),
+        }
+        records.append(record)
+        if rng.random() < 0.1:
+            records.append(dict(record))  # an identical twin: real, distinct usage
+    records.sort(key=lambda r: r["timestamp"])
+    return tuple(records)
