@@ -6,6 +6,7 @@ The HTTP lives in ``_transport.py``, decisions in the pure modules (decoding, wi
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 import logging
 import os
@@ -27,8 +28,11 @@ from ._config import (
     check_int,
     check_positive,
     check_user_id,
+    configure_logging_from_env,
     resolve_api_key,
     resolve_base_url,
+    resolve_max_retries,
+    resolve_timeout,
 )
 from ._decode import Redact, UsageAnswer, decode_balance, decode_usage
 from ._exceptions import ClientClosedError, R9sError
@@ -62,24 +66,31 @@ class AsyncClient:
         base_url: API root; defaults to ``R9S_BASE_URL`` or the public endpoint. ``http://`` is
             accepted only for loopback hosts.
         timeout: Seconds allowed for one attempt (connect, send, read the whole body). Time
-            spent waiting for a free slot or for client-wide pacing does not count.
+            spent waiting for a free slot or for client-wide pacing does not count. Defaults
+            to ``R9S_TIMEOUT``, else 30.
         max_retries: Extra attempts for a transient failure (connection error, timeout, 408,
-            429, 500, 502, 503, 504).
+            429, 500, 502, 503, 504). Defaults to ``R9S_MAX_RETRIES``, else 3.
         max_concurrency: Most requests in flight at once.
         session: An :class:`aiohttp.ClientSession` to borrow (for a private CA or a proxy).
             It is never closed by the client.
         max_rate: Requests per second never to exceed, shared by every call on this client
             (``None``: no fixed limit). Whatever it is, a 429 lowers the client's pace, and
             successes raise it back.
-        trust_env: Let the session the client creates use proxies from the environment
-            (``HTTPS_PROXY``, ``NO_PROXY``) and credentials from ``~/.netrc``. Off by default.
+        trust_env: Whether the session the client creates uses the proxy the environment
+            names (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, read at construction). On by
+            default; ``False`` always connects directly. With ``session``, leave it unset: the
+            borrowed session's own setting applies.
         on_retry: Called with a :class:`RetryEvent` before each retry, in the event loop's
             thread; keep it quick. An exception it raises ends the call.
         max_response_size: Bytes one answer may have once decompressed; a larger one raises
             :class:`MalformedResponseError` without being read further.
 
+    ``R9S_LOG=debug`` (or ``info``) in the environment logs the ``r9s_async`` logger to
+    stderr, from the first client made.
+
     Raises:
-        ConfigurationError: No API key, or an unusable one.
+        ConfigurationError: No API key, or an unusable one; or a bad ``R9S_TIMEOUT``,
+            ``R9S_MAX_RETRIES`` or ``R9S_LOG``.
         ValueError: A bad ``base_url`` or setting, or ``trust_env=True`` with ``session``
             (a borrowed session keeps its own ``trust_env``).
         TypeError: A setting of the wrong type.
@@ -90,12 +101,12 @@ class AsyncClient:
         api_key: str | None = None,
         *,
         base_url: str | None = None,
-        timeout: float = 30.0,
-        max_retries: int = 3,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         max_concurrency: int = 8,
         session: ClientSession | None = None,
         max_rate: float | None = None,
-        trust_env: bool = False,
+        trust_env: bool | None = None,
         on_retry: RetryHook | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
@@ -104,8 +115,9 @@ class AsyncClient:
         finally:
             del api_key  # not a local of this frame in any traceback error reporters capture
         self._base_url = resolve_base_url(base_url)
-        check_positive("timeout", timeout)
-        check_int("max_retries", max_retries, minimum=0)
+        timeout = resolve_timeout(timeout)
+        max_retries = resolve_max_retries(max_retries)
+        configure_logging_from_env()
         check_int("max_concurrency", max_concurrency, minimum=1)
         check_int("max_response_size", max_response_size, minimum=1)
         if max_rate is not None:
@@ -118,13 +130,13 @@ class AsyncClient:
         self._transport = Transport(
             self._base_url,
             key,
-            timeout=float(timeout),
+            timeout=timeout,
             connections=max_concurrency,
             max_response_size=max_response_size,
-            trust_env=trust_env,
+            trust_env=trust_env is not False,
             session=session,
         )
-        self._timeout = float(timeout)
+        self._timeout = timeout
         self._max_retries = max_retries
         self._max_concurrency = max_concurrency
         self._on_retry = on_retry
@@ -134,6 +146,10 @@ class AsyncClient:
         self._state = _State.UNOPENED
         self._rng = random.Random()
         self._retry_count = 0  # requests retried so far; backfill progress reports it
+        # The client whose connections, pace and slots this one uses (itself, unless made by
+        # with_options), and the retry pauses that closing wakes, each with its client.
+        self._owner = self
+        self._pauses: dict[asyncio.Future[None], AsyncClient] = {}
 
     def __repr__(self) -> str:
         if not hasattr(self, "_state"):  # repr of a half-built client, e.g. in a traceback
@@ -167,11 +183,52 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client's own session. Safe to call twice; the client cannot be reused."""
+        """Close the client's own session. Safe to call twice; the client cannot be reused.
+
+        Calls waiting to retry end at once with :class:`ClientClosedError`. A client made by
+        :meth:`with_options` closes only itself; closing the original closes the connections
+        they share, and ends the calls of both.
+        """
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
-        await self._transport.close()
+        for pause, client in list(self._owner._pauses.items()):
+            if (client is self or self._owner is self) and not pause.done():
+                pause.set_result(None)
+        if self._owner is self:
+            await self._transport.close()
+
+    def with_options(
+        self, *, timeout: float | None = None, max_retries: int | None = None
+    ) -> AsyncClient:
+        """A client with other settings that shares this one's connections, pace and slots.
+
+        It has the same key, base URL, limits and ``on_retry``; arguments left ``None`` keep
+        this client's values. It is cheap (no new session), so one per call is fine.
+        Closing it does not close the connections: they belong to the original client, whose
+        closing ends the derived clients too.
+
+        Args:
+            timeout: Seconds allowed for one attempt.
+            max_retries: Extra attempts for a transient failure.
+
+        Raises:
+            ClientClosedError: This client is closed.
+            TypeError, ValueError: A bad setting.
+        """
+        self._check_usable()
+        if timeout is not None:
+            check_positive("timeout", timeout)
+        if max_retries is not None:
+            check_int("max_retries", max_retries, minimum=0)
+        derived = copy.copy(self)
+        derived._timeout = self._timeout if timeout is None else float(timeout)
+        derived._max_retries = self._max_retries if max_retries is None else max_retries
+        derived._state = _State.UNOPENED
+        derived._rng = random.Random()
+        derived._retry_count = 0
+        derived._pauses = {}  # unused: pauses are kept by the owner
+        return derived
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -328,10 +385,15 @@ class AsyncClient:
 
     def _open(self) -> asyncio.Semaphore:
         self._check_usable()
+        if self._owner is not self:
+            slots = self._owner._open()
+            self._state = _State.OPENED
+            return slots
         if self._pid != os.getpid():
             # A forked child: the parent's session, loop and slots are not ours to touch.
             self._transport.forget()
             self._slots, self._pid = None, os.getpid()
+            self._pauses = {}
         self._transport.open()
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_concurrency)
@@ -339,8 +401,27 @@ class AsyncClient:
         return self._slots
 
     def _check_usable(self) -> None:
-        if self._state is _State.CLOSED:
+        if _State.CLOSED in (self._state, self._owner._state):
             raise ClientClosedError("this client is closed; create a new one")
+
+    async def _pause_before_retry(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until this client (or its owner) is closed.
+
+        Raises:
+            ClientClosedError: The client was closed during the pause.
+        """
+        loop = asyncio.get_running_loop()
+        pause: asyncio.Future[None] = loop.create_future()
+        pauses = self._owner._pauses
+        pauses[pause] = self
+        timer = loop.call_later(seconds, _wake, pause)
+        try:
+            await pause
+        finally:
+            timer.cancel()
+            del pauses[pause]
+        if _State.CLOSED in (self._state, self._owner._state):
+            raise ClientClosedError("the client was closed during the call")
 
     async def _request(
         self,
@@ -362,13 +443,13 @@ class AsyncClient:
             try:
                 started = loop.time()  # waiting for a slot is not part of the attempt
                 try:
-                    answer = await self._transport.get(path, params)
+                    answer = await self._transport.get(path, params, seconds=self._timeout)
                 except R9sError as exc:
                     failure = exc
                 elapsed = loop.time() - started
             finally:
                 slots.release()
-            if failure is not None and self._state is _State.CLOSED:
+            if failure is not None and _State.CLOSED in (self._state, self._owner._state):
                 # aclose() closed the connector under this attempt; that is not a network error.
                 failure = ClientClosedError("the client was closed during the call")
             status = None
@@ -412,7 +493,7 @@ class AsyncClient:
             if self._on_retry is not None:
                 self._on_retry(event)
             self._retry_count += 1
-            await asyncio.sleep(decision.wait)
+            await self._pause_before_retry(decision.wait)
             retry += 1
 
     def _backoff(self, retry: int) -> float:
@@ -440,6 +521,11 @@ class _WindowSource:
         self, plan: Iterator[Window], user_id: str | None
     ) -> AsyncGenerator[UsageReport, None]:
         return self._client._fetch_windows(plan, user_id)
+
+
+def _wake(pause: asyncio.Future[None]) -> None:
+    if not pause.done():
+        pause.set_result(None)
 
 
 def _request_id_of(result: object) -> str | None:
