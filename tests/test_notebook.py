@@ -7,7 +7,6 @@ import sys
 import warnings
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from r9s_async.testing import FakeR9sAPI

@@ -275,9 +275,11 @@ def test_the_sync_client_uses_the_proxies_from_the_environment_too(
 
     with Client(KEY, base_url=base_url) as client:
         client.balance()
-    with Client(KEY, base_url=base_url, max_retries=0, trust_env=False) as client:
-        with pytest.raises(APIConnectionError):
-            client.balance()
+    with (
+        Client(KEY, base_url=base_url, max_retries=0, trust_env=False) as client,
+        pytest.raises(APIConnectionError),
+    ):
+        client.balance()
 
     assert 1 == len(proxy.requests)
 

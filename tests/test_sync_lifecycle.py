@@ -231,7 +231,7 @@ def test_close_from_on_retry_ends_the_calls_of_other_threads_too(
     stalled.join(timeout=5)
     closing.join(timeout=5)
 
-    assert not (stalled.is_alive() or closing.is_alive())
+    assert (False, False) == (stalled.is_alive(), closing.is_alive())
     assert [ClientClosedError] * 2 == [type(e) for e in stalled_outcome + closing_outcome]
 
 
