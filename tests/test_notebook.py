@@ -41,8 +41,11 @@ print("closed")
 
 
 def test_the_sync_client_works_in_an_ipython_kernel() -> None:
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source.strip()) for source in CELLS]
+    notebook = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
+    notebook.cells = [
+        nbformat.v4.new_code_cell(source.strip())  # type: ignore[no-untyped-call]
+        for source in CELLS
+    ]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     runner = NotebookClient(notebook, timeout=60, kernel_name="python3")
     with warnings.catch_warnings():
