@@ -66,8 +66,8 @@ class AsyncClient:
         base_url: API root; defaults to ``R9S_BASE_URL`` or the public endpoint. ``http://`` is
             accepted only for loopback hosts.
         timeout: Seconds allowed for one attempt (connect, send, read the whole body). Time
-            spent waiting for a free slot or for client-wide pacing does not count. Defaults
-            to ``R9S_TIMEOUT``, else 30.
+            spent waiting for a free slot or for client-wide pacing does not count.
+            Default: ``R9S_TIMEOUT``, else 30.
         max_retries: Extra attempts for a transient failure (connection error, timeout, 408,
             429, 500, 502, 503, 504). Defaults to ``R9S_MAX_RETRIES``, else 3.
         max_concurrency: Most requests in flight at once.
@@ -76,17 +76,12 @@ class AsyncClient:
         max_rate: Requests per second never to exceed, shared by every call on this client
             (``None``: no fixed limit). Whatever it is, a 429 lowers the client's pace, and
             successes raise it back.
-        trust_env: Whether the session the client creates uses the proxy the environment
-            names (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, read at construction). On by
-            default; ``False`` always connects directly. With ``session``, leave it unset: the
-            borrowed session's own setting applies.
+        trust_env: Use the proxy ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` name (read at
+            construction); on unless ``False``. A borrowed ``session`` keeps its own.
         on_retry: Called with a :class:`RetryEvent` before each retry, in the event loop's
             thread; keep it quick. An exception it raises ends the call.
         max_response_size: Bytes one answer may have once decompressed; a larger one raises
             :class:`MalformedResponseError` without being read further.
-
-    ``R9S_LOG=debug`` (or ``info``) in the environment logs the ``r9s_async`` logger to
-    stderr, from the first client made.
 
     Raises:
         ConfigurationError: No API key, or an unusable one; or a bad ``R9S_TIMEOUT``,
@@ -146,10 +141,8 @@ class AsyncClient:
         self._state = _State.UNOPENED
         self._rng = random.Random()
         self._retry_count = 0  # requests retried so far; backfill progress reports it
-        # The client whose connections, pace and slots this one uses (itself, unless made by
-        # with_options), and the retry pauses that closing wakes, each with its client.
-        self._owner = self
-        self._pauses: dict[asyncio.Future[None], AsyncClient] = {}
+        self._owner = self  # whose connections, pace and slots (itself, unless with_options)
+        self._pauses = _Pauses()
 
     def __repr__(self) -> str:
         if not hasattr(self, "_state"):  # repr of a half-built client, e.g. in a traceback
@@ -183,52 +176,23 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client's own session. Safe to call twice; the client cannot be reused.
-
-        Calls waiting to retry end at once with :class:`ClientClosedError`. A client made by
-        :meth:`with_options` closes only itself; closing the original closes the connections
-        they share, and ends the calls of both.
-        """
+        """Close the client's own session (not a borrowed one, nor the original's for a client
+        made by :meth:`with_options`). Safe to call twice; the client cannot be reused."""
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
-        for pause, client in list(self._owner._pauses.items()):
-            if (client is self or self._owner is self) and not pause.done():
-                pause.set_result(None)
+        self._pauses.wake(None if self._owner is self else self)
         if self._owner is self:
             await self._transport.close()
 
     def with_options(
         self, *, timeout: float | None = None, max_retries: int | None = None
     ) -> AsyncClient:
-        """A client with other settings that shares this one's connections, pace and slots.
-
-        It has the same key, base URL, limits and ``on_retry``; arguments left ``None`` keep
-        this client's values. It is cheap (no new session), so one per call is fine.
-        Closing it does not close the connections: they belong to the original client, whose
-        closing ends the derived clients too.
-
-        Args:
-            timeout: Seconds allowed for one attempt.
-            max_retries: Extra attempts for a transient failure.
-
-        Raises:
-            ClientClosedError: This client is closed.
-            TypeError, ValueError: A bad setting.
-        """
+        """A client with another ``timeout`` or ``max_retries`` (``None`` keeps this one's)
+        sharing all else: key, limits, ``on_retry``, connections, pace and slots. Closing it
+        leaves the connections open: the original client owns them."""
         self._check_usable()
-        if timeout is not None:
-            check_positive("timeout", timeout)
-        if max_retries is not None:
-            check_int("max_retries", max_retries, minimum=0)
-        derived = copy.copy(self)
-        derived._timeout = self._timeout if timeout is None else float(timeout)
-        derived._max_retries = self._max_retries if max_retries is None else max_retries
-        derived._state = _State.UNOPENED
-        derived._rng = random.Random()
-        derived._retry_count = 0
-        derived._pauses = {}  # unused: pauses are kept by the owner
-        return derived
+        return _derive(self, timeout, max_retries)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -393,7 +357,6 @@ class AsyncClient:
             # A forked child: the parent's session, loop and slots are not ours to touch.
             self._transport.forget()
             self._slots, self._pid = None, os.getpid()
-            self._pauses = {}
         self._transport.open()
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_concurrency)
@@ -403,25 +366,6 @@ class AsyncClient:
     def _check_usable(self) -> None:
         if _State.CLOSED in (self._state, self._owner._state):
             raise ClientClosedError("this client is closed; create a new one")
-
-    async def _pause_before_retry(self, seconds: float) -> None:
-        """Sleep ``seconds``, or until this client (or its owner) is closed.
-
-        Raises:
-            ClientClosedError: The client was closed during the pause.
-        """
-        loop = asyncio.get_running_loop()
-        pause: asyncio.Future[None] = loop.create_future()
-        pauses = self._owner._pauses
-        pauses[pause] = self
-        timer = loop.call_later(seconds, _wake, pause)
-        try:
-            await pause
-        finally:
-            timer.cancel()
-            del pauses[pause]
-        if _State.CLOSED in (self._state, self._owner._state):
-            raise ClientClosedError("the client was closed during the call")
 
     async def _request(
         self,
@@ -493,7 +437,8 @@ class AsyncClient:
             if self._on_retry is not None:
                 self._on_retry(event)
             self._retry_count += 1
-            await self._pause_before_retry(decision.wait)
+            if await self._pauses.sleep(decision.wait, self):
+                raise ClientClosedError("the client was closed during the call")
             retry += 1
 
     def _backoff(self, retry: int) -> float:
@@ -521,6 +466,47 @@ class _WindowSource:
         self, plan: Iterator[Window], user_id: str | None
     ) -> AsyncGenerator[UsageReport, None]:
         return self._client._fetch_windows(plan, user_id)
+
+
+def _derive(client: AsyncClient, timeout: float | None, max_retries: int | None) -> AsyncClient:
+    if timeout is not None:
+        check_positive("timeout", timeout)
+    if max_retries is not None:
+        check_int("max_retries", max_retries, minimum=0)
+    derived = copy.copy(client)  # shares the owner, transport, throttle and pauses
+    derived._timeout = client._timeout if timeout is None else float(timeout)
+    derived._max_retries = client._max_retries if max_retries is None else max_retries
+    derived._state = _State.UNOPENED
+    derived._rng = random.Random()
+    derived._retry_count = 0
+    return derived
+
+
+class _Pauses:
+    """The retry pauses under way, each with its client; closing a client wakes its own."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[asyncio.Future[None], AsyncClient] = {}
+
+    async def sleep(self, seconds: float, client: AsyncClient) -> bool:
+        """Sleep ``seconds``; ``True`` when cut short because ``client`` (or its owner)
+        was closed."""
+        loop = asyncio.get_running_loop()
+        pause: asyncio.Future[None] = loop.create_future()
+        self._waiting[pause] = client
+        timer = loop.call_later(seconds, _wake, pause)
+        try:
+            await pause
+        finally:
+            timer.cancel()
+            del self._waiting[pause]
+        return _State.CLOSED in (client._state, client._owner._state)
+
+    def wake(self, client: AsyncClient | None) -> None:
+        """End the pauses of ``client``'s calls, or of every call for ``None``."""
+        for pause, waiting in list(self._waiting.items()):
+            if client in (None, waiting) and not pause.done():
+                pause.set_result(None)
 
 
 def _wake(pause: asyncio.Future[None]) -> None:
