@@ -6,6 +6,7 @@ The HTTP lives in ``_transport.py``, decisions in the pure modules (decoding, wi
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 import logging
 import os
@@ -28,8 +29,11 @@ from ._config import (
     check_int,
     check_positive,
     check_user_id,
+    configure_logging_from_env,
     resolve_api_key,
     resolve_base_url,
+    resolve_max_retries,
+    resolve_timeout,
 )
 from ._decode import Redact, UsageAnswer, decode_balance, decode_usage
 from ._exceptions import ClientClosedError, R9sError
@@ -72,16 +76,17 @@ class AsyncClient:
             accepted only for loopback hosts.
         timeout: Seconds allowed for one attempt (connect, send, read the whole body). Time
             spent waiting for a free slot or for client-wide pacing does not count.
+            Default: ``R9S_TIMEOUT``, else 30.
         max_retries: Extra attempts for a transient failure (connection error, timeout, 408,
-            429, 500, 502, 503, 504).
+            429, 500, 502, 503, 504). Defaults to ``R9S_MAX_RETRIES``, else 3.
         max_concurrency: Most requests in flight at once.
         session: An :class:`aiohttp.ClientSession` to borrow (for a private CA or a proxy).
             It is never closed by the client.
         max_rate: Requests per second never to exceed, shared by every call on this client
             (``None``: no fixed limit). Whatever it is, a 429 lowers the client's pace, and
             successes raise it back.
-        trust_env: Let the session the client creates use proxies from the environment
-            (``HTTPS_PROXY``, ``NO_PROXY``) and credentials from ``~/.netrc``. Off by default.
+        trust_env: Use the proxy ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` name (read at
+            construction); on unless ``False``. A borrowed ``session`` keeps its own.
         on_retry: Called with a :class:`RetryEvent` before each retry, in the event loop's
             thread; keep it quick. An exception it raises ends the call.
         max_response_size: Bytes one answer may have once decompressed; a larger one raises
@@ -91,7 +96,8 @@ class AsyncClient:
             many seconds.
 
     Raises:
-        ConfigurationError: No API key, or an unusable one.
+        ConfigurationError: No API key, or an unusable one; or a bad ``R9S_TIMEOUT``,
+            ``R9S_MAX_RETRIES`` or ``R9S_LOG``.
         ValueError: A bad ``base_url`` or setting, or ``trust_env=True`` with ``session``
             (a borrowed session keeps its own ``trust_env``).
         TypeError: A setting of the wrong type.
@@ -102,12 +108,12 @@ class AsyncClient:
         api_key: str | None = None,
         *,
         base_url: str | None = None,
-        timeout: float = 30.0,
-        max_retries: int = 3,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         max_concurrency: int = 8,
         session: ClientSession | None = None,
         max_rate: float | None = None,
-        trust_env: bool = False,
+        trust_env: bool | None = None,
         on_retry: RetryHook | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         split_floor: int = DEFAULT_SPLIT_FLOOR,
@@ -117,8 +123,9 @@ class AsyncClient:
         finally:
             del api_key  # not a local of this frame in any traceback error reporters capture
         self._base_url = resolve_base_url(base_url)
-        check_positive("timeout", timeout)
-        check_int("max_retries", max_retries, minimum=0)
+        timeout = resolve_timeout(timeout)
+        max_retries = resolve_max_retries(max_retries)
+        configure_logging_from_env()
         check_int("max_concurrency", max_concurrency, minimum=1)
         check_int("max_response_size", max_response_size, minimum=1)
         check_int("split_floor", split_floor, minimum=1)
@@ -132,13 +139,13 @@ class AsyncClient:
         self._transport = Transport(
             self._base_url,
             key,
-            timeout=float(timeout),
+            timeout=timeout,
             connections=max_concurrency,
             max_response_size=max_response_size,
-            trust_env=trust_env,
+            trust_env=trust_env is not False,
             session=session,
         )
-        self._timeout = float(timeout)
+        self._timeout = timeout
         self._max_retries = max_retries
         self._max_concurrency = max_concurrency
         self._on_retry = on_retry
@@ -150,6 +157,8 @@ class AsyncClient:
         self._split_floor = split_floor
         # Requests retried, and window and part requests asked: backfill progress reports them.
         self._retry_count = self._usage_requests = 0
+        self._owner = self  # whose connections, pace and slots (itself, unless with_options)
+        self._pauses = _Pauses()
 
     def __repr__(self) -> str:
         if not hasattr(self, "_state"):  # repr of a half-built client, e.g. in a traceback
@@ -183,11 +192,23 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client's own session. Safe to call twice; the client cannot be reused."""
+        """Close the client's own session (not a borrowed one, nor the original's for a client
+        made by :meth:`with_options`). Safe to call twice; the client cannot be reused."""
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
-        await self._transport.close()
+        self._pauses.wake(None if self._owner is self else self)
+        if self._owner is self:
+            await self._transport.close()
+
+    def with_options(
+        self, *, timeout: float | None = None, max_retries: int | None = None
+    ) -> AsyncClient:
+        """A client with another ``timeout`` or ``max_retries`` (``None`` keeps this one's)
+        sharing all else: key, limits, ``on_retry``, connections, pace and slots. Closing it
+        leaves the connections open: the original client owns them."""
+        self._check_usable()
+        return _derive(self, timeout, max_retries)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -342,6 +363,10 @@ class AsyncClient:
 
     def _open(self) -> asyncio.Semaphore:
         self._check_usable()
+        if self._owner is not self:
+            slots = self._owner._open()
+            self._state = _State.OPENED
+            return slots
         if self._pid != os.getpid():
             # A forked child: the parent's session, loop and slots are not ours to touch.
             self._transport.forget()
@@ -353,7 +378,7 @@ class AsyncClient:
         return self._slots
 
     def _check_usable(self) -> None:
-        if self._state is _State.CLOSED:
+        if _State.CLOSED in (self._state, self._owner._state):
             raise ClientClosedError("this client is closed; create a new one")
 
     async def _request(
@@ -376,13 +401,13 @@ class AsyncClient:
             try:
                 started = loop.time()  # waiting for a slot is not part of the attempt
                 try:
-                    answer = await self._transport.get(path, params)
+                    answer = await self._transport.get(path, params, seconds=self._timeout)
                 except R9sError as exc:
                     failure = exc
                 elapsed = loop.time() - started
             finally:
                 slots.release()
-            if failure is not None and self._state is _State.CLOSED:
+            if failure is not None and _State.CLOSED in (self._state, self._owner._state):
                 # aclose() closed the connector under this attempt; that is not a network error.
                 failure = ClientClosedError("the client was closed during the call")
             status = None
@@ -426,7 +451,8 @@ class AsyncClient:
             if self._on_retry is not None:
                 self._on_retry(event)
             self._retry_count += 1
-            await asyncio.sleep(decision.wait)
+            if await self._pauses.sleep(decision.wait, self):
+                raise ClientClosedError("the client was closed during the call")
             retry += 1
 
     def _backoff(self, retry: int) -> float:
@@ -471,6 +497,52 @@ async def _fetch_part(client: AsyncClient, user_id: str | None, part: Window) ->
     )
     records, total = answer.payload.records, answer.payload.total_tokens
     return report_window(part, records, total, answer.request_id)
+
+
+def _derive(client: AsyncClient, timeout: float | None, max_retries: int | None) -> AsyncClient:
+    if timeout is not None:
+        check_positive("timeout", timeout)
+    if max_retries is not None:
+        check_int("max_retries", max_retries, minimum=0)
+    derived = copy.copy(client)  # shares the owner, transport, throttle and pauses
+    derived._timeout = client._timeout if timeout is None else float(timeout)
+    derived._max_retries = client._max_retries if max_retries is None else max_retries
+    derived._state = _State.UNOPENED
+    derived._rng = random.Random()
+    derived._retry_count = derived._usage_requests = 0
+    return derived
+
+
+class _Pauses:
+    """The retry pauses under way, each with its client; closing a client wakes its own."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[asyncio.Future[None], AsyncClient] = {}
+
+    async def sleep(self, seconds: float, client: AsyncClient) -> bool:
+        """Sleep ``seconds``; ``True`` when cut short because ``client`` (or its owner)
+        was closed."""
+        loop = asyncio.get_running_loop()
+        pause: asyncio.Future[None] = loop.create_future()
+        self._waiting[pause] = client
+        timer = loop.call_later(seconds, _wake, pause)
+        try:
+            await pause
+        finally:
+            timer.cancel()
+            del self._waiting[pause]
+        return _State.CLOSED in (client._state, client._owner._state)
+
+    def wake(self, client: AsyncClient | None) -> None:
+        """End the pauses of ``client``'s calls, or of every call for ``None``."""
+        for pause, waiting in list(self._waiting.items()):
+            if client in (None, waiting) and not pause.done():
+                pause.set_result(None)
+
+
+def _wake(pause: asyncio.Future[None]) -> None:
+    if not pause.done():
+        pause.set_result(None)
 
 
 def _request_id_of(result: object) -> str | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from typing import NoReturn
 
@@ -14,17 +16,26 @@ from ._exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
     "ApiKey",
     "AuthHeaders",
     "check_deadline",
     "check_int",
     "check_positive",
     "check_user_id",
+    "configure_logging_from_env",
     "resolve_api_key",
     "resolve_base_url",
+    "resolve_max_retries",
+    "resolve_timeout",
 ]
 
 DEFAULT_BASE_URL = "https://portal-api.r9s.ai/api/v1/portal/management"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 3
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
 _REDACTED = "[redacted]"
 
 
@@ -225,3 +236,81 @@ def check_deadline(deadline: object) -> None:
     """Reject a ``deadline`` that is neither ``None`` nor a positive number of seconds."""
     if deadline is not None:
         check_positive("deadline", deadline)
+
+
+def resolve_timeout(timeout: float | None) -> float:
+    """``timeout`` checked, or else ``R9S_TIMEOUT``, or else 30 seconds.
+
+    Raises:
+        ConfigurationError: ``R9S_TIMEOUT`` is not a positive number of seconds.
+        TypeError, ValueError: ``timeout`` is not a positive number.
+    """
+    if timeout is None:
+        text = os.environ.get("R9S_TIMEOUT", "").strip()
+        if not text:
+            return DEFAULT_TIMEOUT
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = 0.0
+        if not 0 < seconds < float("inf"):
+            raise ConfigurationError(
+                f"R9S_TIMEOUT must be a positive number of seconds, got {text!r}"
+            )
+        return seconds
+    check_positive("timeout", timeout)
+    return float(timeout)
+
+
+def resolve_max_retries(max_retries: int | None) -> int:
+    """``max_retries`` checked, or else ``R9S_MAX_RETRIES``, or else 3.
+
+    Raises:
+        ConfigurationError: ``R9S_MAX_RETRIES`` is not a whole number >= 0.
+        TypeError, ValueError: ``max_retries`` is not an int >= 0.
+    """
+    if max_retries is None:
+        text = os.environ.get("R9S_MAX_RETRIES", "").strip()
+        if not text:
+            return DEFAULT_MAX_RETRIES
+        if not text.isascii() or not text.isdigit():
+            raise ConfigurationError(f"R9S_MAX_RETRIES must be a whole number >= 0, got {text!r}")
+        return int(text)
+    check_int("max_retries", max_retries, minimum=0)
+    return max_retries
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a record arrives (as ``logging.lastResort``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging_from_env() -> None:
+    """``R9S_LOG=debug|info``: log the ``r9s_async`` logger to stderr at that level.
+
+    One handler is added the first time and kept; a later call only sets its level. Unset or
+    empty leaves logging alone. The log lines never hold the key (every message is built from
+    redacted values).
+
+    Raises:
+        ConfigurationError: ``R9S_LOG`` has another value.
+    """
+    text = os.environ.get("R9S_LOG", "").strip()
+    if not text:
+        return
+    level = _LOG_LEVELS.get(text.lower())
+    if level is None:
+        raise ConfigurationError(f"R9S_LOG must be 'debug' or 'info', got {text!r}")
+    logger = logging.getLogger("r9s_async")
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
+    handler.setLevel(level)
+    logger.setLevel(level)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 
@@ -13,7 +13,13 @@ from ._optional import import_optional
 from ._times import utc_day
 
 if TYPE_CHECKING:
+    # Only for the annotation: pandas stays an optional extra. With pandas-stubs installed,
+    # mypy users get the real DataFrame type; without them, the ignore keeps --strict quiet.
+    import pandas  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
     from ._prices import CostBreakdown, PriceTable
+
+_MODELS_SHOWN = 3
 
 __all__ = ["Account", "Balance", "BalanceSnapshot", "UsageRecord", "UsageReport"]
 
@@ -83,6 +89,25 @@ class UsageReport:
     request_ids: tuple[str, ...] = field(default=(), kw_only=True)
     consistent: bool = field(default=True, kw_only=True)
 
+    def __repr__(self) -> str:
+        # A summary, not the records: a REPL or notebook shows it whole, and asyncio formats
+        # a task's result into messages (CPython gh-112559), so it must stay small and quick.
+        models: list[str] = []
+        seen: set[str] = set()
+        for record in self.records:
+            if record.model not in seen:
+                seen.add(record.model)
+                if len(models) < _MODELS_SHOWN:
+                    models.append(record.model)
+        shown = [repr(m if len(m) <= 40 else m[:39] + "…") for m in models]
+        if len(seen) > len(models):
+            shown.append(f"+{len(seen) - len(models)} more")
+        return (
+            f"UsageReport(start={_iso(self.start)}, end={_iso(self.end)}, "
+            f"records=<{len(self.records)} records>, total_tokens={self.total_tokens}, "
+            f"models=[{', '.join(shown)}], consistent={self.consistent})"
+        )
+
     def tokens_by_model(self) -> dict[str, int]:
         """Tokens per model, largest first."""
         totals: Counter[str] = Counter()
@@ -117,7 +142,7 @@ class UsageReport:
         """
         return prices.costs(self.tokens_by_day_and_model())
 
-    def to_pandas(self) -> Any:
+    def to_pandas(self) -> pandas.DataFrame:
         """The records as a :class:`pandas.DataFrame`; needs the ``pandas`` extra.
 
         Columns: ``timestamp`` (``datetime64[s, UTC]``), ``model`` and ``tokens`` (int64),
@@ -125,7 +150,7 @@ class UsageReport:
         """
         pd = import_optional("pandas", "pandas")
         records = self.records
-        return pd.DataFrame(
+        frame: pandas.DataFrame = pd.DataFrame(
             {
                 "timestamp": pd.to_datetime(
                     [r.timestamp for r in records], unit="s", utc=True
@@ -134,6 +159,14 @@ class UsageReport:
                 "tokens": pd.array([r.tokens for r in records], dtype="int64"),
             }
         )
+        return frame
+
+
+def _iso(seconds: int) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return str(seconds)  # beyond datetime's years
 
 
 @frozen

@@ -49,25 +49,42 @@ class _LoopThread:
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
 
+    @property
+    def alive(self) -> bool:
+        """Whether the loop can still run what is submitted to it."""
+        return self._thread.is_alive() and not self.loop.is_closed()
+
+    def in_loop_thread(self) -> bool:
+        """Whether the caller runs on this loop (a hook such as ``on_retry``)."""
+        return threading.current_thread() is self._thread
+
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self) -> None:
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
-            if threading.current_thread() is not self._thread:
+            if not self.in_loop_thread():
                 self._thread.join()
+
+
+# The calls running on a loop thread, each with the Client that made it, so that close()
+# can end them. Touched on the loop thread only.
+_Calls = dict["asyncio.Task[Any]", "Client"]
 
 
 class Client:
     """Blocking client with the same constructor, methods, results and errors as
     :class:`AsyncClient`.
 
-    Safe to share between threads, and usable from inside ``asgiref.sync.sync_to_async``.
-    Calling it from a thread whose event loop is running raises :class:`RuntimeError`: use
-    :class:`AsyncClient` and ``await`` there. ``session`` must be ``None``: an aiohttp
-    session belongs to the loop that made it, and this client runs its own loop. ``on_retry``
-    is called in that loop's thread.
+    It runs its own event loop in its own thread, so it works from any thread: plain scripts,
+    worker threads, ``asgiref.sync.sync_to_async``, and threads whose own event loop is
+    running, such as a Jupyter notebook's (the call blocks that thread as any blocking call
+    does, and cannot deadlock the client). The one place it cannot be called is its own loop
+    thread, where ``on_retry`` and ``progress`` run: that raises :class:`RuntimeError`, since
+    the call would wait for itself. :meth:`close` works from anywhere, those hooks included.
+    ``session`` must be ``None``: an aiohttp session belongs to the loop that made it, and
+    this client runs its own loop.
     """
 
     def __init__(
@@ -75,41 +92,70 @@ class Client:
         api_key: str | None = None,
         *,
         base_url: str | None = None,
-        timeout: float = 30.0,
-        max_retries: int = 3,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         max_concurrency: int = 8,
         session: ClientSession | None = None,
         max_rate: float | None = None,
-        trust_env: bool = False,
+        trust_env: bool | None = None,
         on_retry: RetryHook | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         split_floor: int = DEFAULT_SPLIT_FLOOR,
     ) -> None:
-        if session is not None:
-            raise TypeError(
-                "Client runs its own event loop and cannot borrow an aiohttp session "
-                "(a session belongs to the loop that made it); use AsyncClient(session=...)"
+        try:
+            if session is not None:
+                raise TypeError(
+                    "Client runs its own event loop and cannot borrow an aiohttp session "
+                    "(a session belongs to the loop that made it); use AsyncClient(session=...)"
+                )
+            client = AsyncClient(
+                api_key,
+                base_url=base_url,
+                timeout=timeout,
+                max_retries=max_retries,
+                max_concurrency=max_concurrency,
+                max_rate=max_rate,
+                trust_env=trust_env,
+                on_retry=on_retry,
+                max_response_size=max_response_size,
+                split_floor=split_floor,
             )
-        self._async = AsyncClient(
-            api_key,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            max_concurrency=max_concurrency,
-            max_rate=max_rate,
-            trust_env=trust_env,
-            on_retry=on_retry,
-            max_response_size=max_response_size,
-            split_floor=split_floor,
-        )
+        finally:
+            del api_key  # not a local of this frame in any traceback error reporters capture
+        self._async = client
+        self._owner = self  # the Client whose loop thread this one uses
         self._lock = threading.Lock()
-        self._runner: _LoopThread | None = None
         self._closed = False
-        self._calls: set[asyncio.Task[Any]] = set()  # touched on the loop thread only
+        self._calls: _Calls = {}
+        self._runner: _LoopThread | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
-        return "Client" + repr(self._async).removeprefix("AsyncClient")
+        client = vars(self).get("_async")
+        if client is None:  # repr of a half-built client, e.g. in a traceback's locals
+            return "Client(<not constructed>)"
+        return "Client" + repr(client).removeprefix("AsyncClient")
+
+    def with_options(
+        self, *, timeout: float | None = None, max_retries: int | None = None
+    ) -> Client:
+        """Blocking :meth:`AsyncClient.with_options`: a client with other settings that
+        shares this one's loop thread, connections, pace and slots.
+
+        Closing it ends only its own calls; closing the original closes everything they
+        share.
+        """
+        if self._is_closed():
+            raise ClientClosedError("this client is closed; create a new one")
+        owner = self._owner
+        derived = object.__new__(Client)
+        derived._async = self._async.with_options(timeout=timeout, max_retries=max_retries)
+        derived._owner = owner
+        derived._lock = owner._lock
+        derived._closed = False
+        derived._calls = owner._calls
+        return derived
 
     @property
     def base_url(self) -> str:
@@ -135,16 +181,41 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the connections and stop the client's loop thread. Safe to call twice."""
+        """Close the connections and stop the client's loop thread. Safe to call twice.
+
+        Calls in flight, in any thread, end with :class:`ClientClosedError`. It may be called
+        from any thread, ``on_retry`` and ``progress`` callbacks included; from those it
+        returns at once, and the loop finishes closing once the callback returns.
+        A client made by :meth:`with_options` ends only its own calls and keeps the
+        connections open.
+        """
+        owner = self._owner
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            runner, self._runner = self._runner, None
-        if runner is None:
-            _close_unopened(self._async)
+            if owner is self:
+                finalizer, self._finalizer, self._runner = self._finalizer, None, None
+            else:
+                runner = owner._runner
+                if runner is not None and runner.alive and runner.pid == os.getpid():
+                    closing = _end_calls_of(self, self._async, owner._calls)
+                    if runner.in_loop_thread():
+                        runner.loop.create_task(closing)
+                        return
+                    ended = runner.submit(closing)
+                else:
+                    ended = None
+        if owner is not self:
+            if ended is None:
+                _close_unopened(self._async)
+            else:
+                ended.result(timeout=10)
             return
-        _shutdown(runner, self._async, self._calls)
+        if finalizer is None:
+            _close_unopened(self._async)
+        else:
+            finalizer()  # _shutdown, once: a later garbage collection does nothing
 
     def usage(
         self,
@@ -192,7 +263,7 @@ class Client:
                     return
                 yield window
         finally:
-            if not finished and not self._closed:
+            if not finished and not self._is_closed():
                 aclose = getattr(windows, "aclose", None)
                 if aclose is not None:
                     self._call(aclose())
@@ -206,11 +277,11 @@ class Client:
         def start() -> None:
             task = asyncio.get_running_loop().create_task(coro)
             tasks.append(task)
-            calls.add(task)  # so that close() from another thread can cancel it
+            calls[task] = self  # so that close() from another thread can cancel it
             task.add_done_callback(settle)
 
         def settle(task: asyncio.Task[T]) -> None:
-            calls.discard(task)
+            calls.pop(task, None)
             if task.cancelled():
                 outcome.set_exception(ClientClosedError("the client was closed during the call"))
             elif (error := task.exception()) is not None:
@@ -239,30 +310,38 @@ class Client:
                 finished.wait(timeout=10)
             raise
 
+    def _is_closed(self) -> bool:
+        return self._closed or self._owner._closed
+
     def _check_thread(self) -> None:
-        if not _no_running_loop():
+        runner = self._owner._runner
+        if runner is not None and runner.in_loop_thread():
             raise RuntimeError(
-                "r9s_async.Client was called from a thread whose event loop is running; "
-                "blocking here would freeze that loop. Use r9s_async.AsyncClient with await."
+                "r9s_async.Client was called from its own event loop's thread (from on_retry "
+                "or a progress callback); the call would wait for itself. Call it from another "
+                "thread (close() is fine from here)."
             )
 
     def _ensure_runner(self, start: Callable[[], None]) -> _LoopThread:
         # Scheduling ``start`` under the lock orders it before any close(): a call either
         # starts before the close, and is cancelled by it, or fails as closed.
+        owner = self._owner
         with self._lock:
-            if self._closed:
+            if self._is_closed():
                 raise ClientClosedError("this client is closed; create a new one")
-            if self._pid != os.getpid():
+            if owner._pid != os.getpid():
                 # A forked child has no loop thread and must not touch the parent's sockets
                 # (the AsyncClient notices the fork itself and leaves its session alone).
-                self._runner = None
-                self._pid = os.getpid()
-            if self._runner is None:
-                self._runner = _LoopThread(f"r9s_async.Client-{id(self):x}")
+                owner._runner = None
+                owner._pid = os.getpid()
+            if owner._runner is None:
+                owner._runner = _LoopThread(f"r9s_async.Client-{id(owner):x}")
                 # A forgotten close() still closes the connections, at GC or at exit.
-                weakref.finalize(self, _shutdown, self._runner, self._async, self._calls)
-            self._runner.loop.call_soon_threadsafe(start)
-            return self._runner
+                owner._finalizer = weakref.finalize(
+                    owner, _shutdown, owner._runner, owner._async, owner._calls
+                )
+            owner._runner.loop.call_soon_threadsafe(start)
+            return owner._runner
 
     def backfill(
         self,
@@ -297,20 +376,37 @@ async def _next(windows: AsyncIterator[UsageReport]) -> UsageReport:
     return await anext(windows)
 
 
-def _shutdown(runner: _LoopThread, client: AsyncClient, calls: set[asyncio.Task[Any]]) -> None:
+def _shutdown(runner: _LoopThread, client: AsyncClient, calls: _Calls) -> None:
     if runner.pid != os.getpid():
         return  # a forked child: the loop thread and its sockets are the parent's
+    if runner.in_loop_thread():
+        # Called from a hook on the loop (on_retry, progress): waiting here would wait for
+        # the loop on itself. The loop ends the calls, closes, then stops, after the hook.
+        if runner.alive:
+            closing = runner.loop.create_task(_cancel_and_close(client, calls))
+            closing.add_done_callback(lambda _: runner.loop.stop())
+        return
     try:
-        if runner.loop.is_running():
+        if runner.alive:
             runner.submit(_cancel_and_close(client, calls)).result(timeout=10)
     finally:
         runner.stop()
 
 
-async def _cancel_and_close(client: AsyncClient, calls: set[asyncio.Task[Any]]) -> None:
+async def _cancel_and_close(client: AsyncClient, calls: _Calls) -> None:
     # Calls still running in other threads end with ClientClosedError instead of hanging on
     # a loop that stops under them.
     pending = list(calls)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    await client.aclose()
+
+
+async def _end_calls_of(owner: Client, client: AsyncClient, calls: _Calls) -> None:
+    # Closing a client made by with_options: its own calls end, the shared loop stays.
+    pending = [task for task, made_by in calls.items() if made_by is owner]
     for task in pending:
         task.cancel()
     if pending:
@@ -328,11 +424,3 @@ def _close_unopened(client: AsyncClient) -> None:
         return
     closing.close()
     raise RuntimeError("aclose() of a client without a session suspended")
-
-
-def _no_running_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return True
-    return False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import urllib.request
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = [
     "Transport",
     "check_session",
     "post_json",
+    "proxy_from_env",
 ]
 
 USER_AGENT = (
@@ -57,19 +59,40 @@ def check_session(session: object, trust_env: object) -> None:
     """Reject a ``session`` that is not an aiohttp one, and ``trust_env`` it cannot honour.
 
     Raises:
-        TypeError: ``session`` is not a :class:`aiohttp.ClientSession`, or ``trust_env`` not
-            a bool.
+        TypeError: ``session`` is not a :class:`aiohttp.ClientSession`, or ``trust_env`` neither
+            a bool nor ``None`` (the default).
         ValueError: ``trust_env=True`` with a borrowed session.
     """
     if session is not None and not isinstance(session, ClientSession):
         raise TypeError(f"session must be an aiohttp.ClientSession, not {type(session).__name__}")
-    if not isinstance(trust_env, bool):
+    if trust_env is not None and not isinstance(trust_env, bool):
         raise TypeError(f"trust_env must be a bool, not {type(trust_env).__name__}")
     if trust_env and session is not None:
         raise ValueError(
             "trust_env=True cannot apply to a borrowed session: the injected session's own "
             "trust_env setting applies (create it with aiohttp.ClientSession(trust_env=True))"
         )
+
+
+def proxy_from_env(url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy ``HTTPS_PROXY``/``HTTP_PROXY`` name for ``url``, unless ``NO_PROXY`` covers it.
+
+    Read once, by the standard library's rules (lower-case names win). Credentials in the
+    proxy URL become the proxy's ``Proxy-Authorization``; ``.netrc`` is not read (the API's
+    credential is the key, and aiohttp refuses a netrc login beside our ``Authorization``).
+    """
+    host = url.host
+    if host is None or urllib.request.proxy_bypass(host):
+        return None, None
+    text = urllib.request.getproxies().get(url.scheme)
+    if not text:
+        return None, None
+    proxy = URL(text)
+    auth = None
+    if proxy.user is not None:
+        auth = aiohttp.BasicAuth(proxy.user, proxy.password or "")
+        proxy = proxy.with_user(None)
+    return proxy, auth
 
 
 class Transport:
@@ -81,7 +104,8 @@ class Transport:
         timeout: Seconds one ``get`` may take, redirects included.
         connections: Most connections the session it makes may open.
         max_response_size: Bytes one answer may have once decompressed.
-        trust_env: Whether the session it makes uses proxies and ``.netrc``.
+        trust_env: Whether the session it makes uses the proxy the environment names for
+            ``base_url`` (read here, once).
         session: A session to borrow; never closed here.
     """
 
@@ -111,7 +135,9 @@ class Transport:
         self._timeout = timeout
         self._connections = connections
         self._max_response_size = max_response_size
-        self._trust_env = trust_env
+        self._proxy, self._proxy_auth = (
+            proxy_from_env(base_url) if trust_env and session is None else (None, None)
+        )
         self._session = session
         self._owns_session = session is None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -139,7 +165,10 @@ class Transport:
             self._session = ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections),
                 timeout=aiohttp.ClientTimeout(total=None),
-                trust_env=self._trust_env,
+                # The proxy was resolved once from the environment: aiohttp's own trust_env
+                # would look again on every request, and try ~/.netrc against our key.
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
             )
 
     async def close(self) -> None:
@@ -154,8 +183,11 @@ class Transport:
             self._session = None
         self._loop = None
 
-    async def get(self, path: str, params: Mapping[str, str]) -> Answer:
-        """One GET of ``path``: ``(status, headers, body)``, within the ``timeout``.
+    async def get(
+        self, path: str, params: Mapping[str, str], *, seconds: float | None = None
+    ) -> Answer:
+        """One GET of ``path``: ``(status, headers, body)``, within ``seconds`` (by default
+        the ``timeout``; clients made by ``with_options`` share one transport).
 
         Raises:
             APITimeoutError: No complete answer within ``timeout``.
@@ -167,7 +199,7 @@ class Transport:
         session = self._session
         if session is None:
             raise ClientClosedError("the client was closed during the call")
-        timeout = self._timeout
+        timeout = self._timeout if seconds is None else seconds
         failure: R9sError
         try:
             async with asyncio.timeout(timeout):

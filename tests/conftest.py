@@ -29,10 +29,26 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
+# What the clients read from the environment: a developer's own settings (a proxy above all,
+# which clients now use by default) must not change what the tests see.
+_CLIENT_ENV = (
+    "R9S_API_KEY",
+    "R9S_BASE_URL",
+    "R9S_TIMEOUT",
+    "R9S_MAX_RETRIES",
+    "R9S_LOG",
+    *(
+        case(name)
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+        for case in (str.upper, str.lower)
+    ),
+)
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("R9S_API_KEY", raising=False)
-    monkeypatch.delenv("R9S_BASE_URL", raising=False)
+    for name in _CLIENT_ENV:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -308,7 +308,6 @@ async def test_a_bad_user_id_is_refused_before_any_request(
         (float("nan"), ValueError),
         (True, TypeError),
         ("30", TypeError),
-        (None, TypeError),
     ],
     ids=repr,
 )
@@ -337,3 +336,53 @@ def test_a_key_fingerprint_is_stable_short_hex_and_differs_per_base_url() -> Non
         "https://portal-api.r9s.ai/api/v1/portal/management"
     )
     assert "ab" * 8 not in prod
+
+
+# -- settings from the environment ----------------------------------------------------------------
+
+
+def test_timeout_and_max_retries_default_to_30_seconds_and_3() -> None:
+    client = AsyncClient(KEY)
+
+    assert "timeout=30.0, max_retries=3," in repr(client)
+
+
+def test_r9s_timeout_and_r9s_max_retries_set_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("R9S_TIMEOUT", "2.5")
+    monkeypatch.setenv("R9S_MAX_RETRIES", "0")
+
+    assert "timeout=2.5, max_retries=0," in repr(AsyncClient(KEY))
+    assert "timeout=2.5, max_retries=0," in repr(Client(KEY))
+    assert "timeout=9.0, max_retries=5," in repr(AsyncClient(KEY, timeout=9, max_retries=5))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("R9S_TIMEOUT", "soon"),
+        ("R9S_TIMEOUT", "0"),
+        ("R9S_TIMEOUT", "-1"),
+        ("R9S_TIMEOUT", "nan"),
+        ("R9S_TIMEOUT", "inf"),
+        ("R9S_MAX_RETRIES", "-1"),
+        ("R9S_MAX_RETRIES", "2.5"),
+        ("R9S_MAX_RETRIES", "three"),
+        ("R9S_LOG", "verbose"),
+    ],
+)
+def test_a_bad_setting_in_the_environment_is_a_configuration_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(ConfigurationError, match=name):
+        AsyncClient(KEY)
+    with pytest.raises(ConfigurationError, match=name):
+        Client(KEY)
+
+
+def test_an_argument_wins_over_a_bad_environment_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("R9S_TIMEOUT", "soon")
+    monkeypatch.setenv("R9S_MAX_RETRIES", "three")
+
+    assert "timeout=1.0, max_retries=1," in repr(AsyncClient(KEY, timeout=1, max_retries=1))

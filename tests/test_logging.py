@@ -172,3 +172,67 @@ async def test_nothing_is_printed(
     await client.balance()
 
     assert ("", "") == capsys.readouterr()
+
+
+# -- R9S_LOG: logging to stderr without configuring logging ---------------------------------------
+
+
+@pytest.fixture
+def r9s_logger() -> Any:
+    """The ``r9s_async`` logger, its handlers and level put back after the test."""
+    logger = logging.getLogger("r9s_async")
+    handlers, level = list(logger.handlers), logger.level
+    yield logger
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+
+
+async def test_r9s_log_debug_prints_each_attempt_to_stderr_without_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    r9s_logger: logging.Logger,
+    api: FakeR9sAPI,
+    base_url: str,
+) -> None:
+    monkeypatch.setenv("R9S_LOG", "debug")
+    api.add_fault(Fault.error(503, f"down, key {TEST_API_KEY}"), path="/balance")
+    for _ in range(3):  # one handler however many clients are made
+        AsyncClient(TEST_API_KEY, base_url=base_url)
+    async with AsyncClient(TEST_API_KEY, base_url=base_url) as client:
+        await client.balance()
+
+    lines = capsys.readouterr().err.splitlines()
+    assert 3 == len(lines)  # the 503, the retry (INFO), the 200
+    assert re.fullmatch(r"\S+ \S+ DEBUG r9s_async: GET /balance .* status=503 .*", lines[0])
+    assert " INFO r9s_async: retrying /balance" in lines[1]
+    assert "status=200" in lines[2]
+    assert not [line for line in lines if TEST_API_KEY in line]
+
+
+async def test_r9s_log_info_prints_retries_only(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    r9s_logger: logging.Logger,
+    api: FakeR9sAPI,
+    base_url: str,
+) -> None:
+    monkeypatch.setenv("R9S_LOG", "INFO")
+    api.add_fault(Fault.error(503, "down"), path="/balance")
+    async with AsyncClient(TEST_API_KEY, base_url=base_url) as client:
+        await client.balance()
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert " INFO r9s_async: retrying /balance" in line
+
+
+async def test_without_r9s_log_nothing_is_printed(
+    capsys: pytest.CaptureFixture[str], r9s_logger: logging.Logger, client: AsyncClient
+) -> None:
+    await client.balance()
+
+    assert ("", "") == tuple(capsys.readouterr())
+    assert handlers_before_the_test_were_kept(r9s_logger)
+
+
+def handlers_before_the_test_were_kept(logger: logging.Logger) -> bool:
+    return not [h for h in logger.handlers if type(h).__name__ == "_StderrHandler"]

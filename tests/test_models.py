@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import assert_type
+from unittest import mock
 
 import attrs
+import pandas
 import pytest
 from _helpers import DAY
 
@@ -100,3 +105,61 @@ def test_balance_holds_decimals_and_an_optional_request_id() -> None:
     balance = Balance(Decimal("1.10"), "USD", Decimal(0), Decimal(0), Decimal(0))
 
     assert (Decimal("1.10"), None) == (balance.balance, balance.request_id)
+
+
+# -- a report you can look at -----------------------------------------------------------------
+
+
+def big_report(n: int) -> UsageReport:
+    models = ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "deepseek-chat", "o3"]
+    records = [UsageRecord(1_714_521_600 + i, 7, models[i % 5]) for i in range(n)]
+    return UsageReport(records, 7 * n, 1_714_521_600, 1_717_200_000, request_ids=("a",) * 31)
+
+
+def test_the_repr_of_a_report_is_a_short_summary() -> None:
+    expected = (
+        "UsageReport(start=2024-05-01T00:00:00Z, end=2024-06-01T00:00:00Z, "
+        "records=<827 records>, total_tokens=5789, "
+        "models=['gpt-4o-mini', 'gpt-4o', 'claude-sonnet-4', +2 more], consistent=True)"
+    )
+
+    assert expected == repr(big_report(827))
+
+
+def test_the_repr_of_an_empty_or_inconsistent_report() -> None:
+    report = UsageReport([], 0, 0, 86_400, consistent=False)
+
+    assert (
+        "UsageReport(start=1970-01-01T00:00:00Z, end=1970-01-02T00:00:00Z, "
+        "records=<0 records>, total_tokens=0, models=[], consistent=False)"
+    ) == repr(report)
+
+
+def test_a_report_returned_by_asyncio_run_is_formatted_only_as_a_summary() -> None:
+    # CPython gh-112559: on 3.11, asyncio.run's cleanup formats the main task, result
+    # included, through repr (twice). A report's repr must stay small whatever its size.
+    report = big_report(100_000)
+    shown: list[str] = []
+    original = UsageReport.__repr__
+
+    def counting_repr(self: UsageReport) -> str:
+        text = original(self)
+        shown.append(text)
+        return text
+
+    async def main() -> UsageReport:
+        return report
+
+    with mock.patch.object(UsageReport, "__repr__", counting_repr):
+        assert report is asyncio.run(main())
+
+    if sys.version_info[:2] == (3, 11):
+        assert shown  # the bug is there: the report was formatted
+    assert [] == [text for text in shown if len(text) > 300]
+
+
+def test_to_pandas_is_typed_as_a_data_frame() -> None:
+    # assert_type is checked by mypy (with pandas-stubs, in the test extra): Any would fail it.
+    frame = assert_type(big_report(3).to_pandas(), pandas.DataFrame)
+
+    assert ["timestamp", "model", "tokens"] == list(frame.columns)

@@ -3,6 +3,7 @@ our own frames in a traceback (error reporters capture those), whatever the serv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 import types
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from _helpers import D0, DAY
 
@@ -261,3 +263,66 @@ def test_a_bad_key_is_not_a_local_of_any_frame_in_the_traceback() -> None:
     assert frames  # AsyncClient.__init__ and the key check itself
     shown = [repr(value) for frame in frames for value in frame.f_locals.values()]
     assert not [text for text in shown if secret.strip() in text]
+
+
+def reported_with_locals(error: BaseException) -> str:
+    """The traceback as an error reporter that captures locals formats it, from the frame
+    that called into the client (the test's own frame holds the key as an argument)."""
+    assert error.__traceback__ is not None
+    below_the_test = error.__traceback__.tb_next
+    return "".join(
+        traceback.TracebackException(
+            type(error), error, below_the_test, capture_locals=True
+        ).format()
+    )
+
+
+CONSTRUCTION_ERRORS = {
+    "bad key": {"api_key": KEY + " "},
+    "bad base_url": {"base_url": "ftp://127.0.0.1/api"},
+    "http to a remote host": {"base_url": "http://portal-api.r9s.ai/api"},
+    "bad timeout": {"timeout": 0},
+    "bad max_retries": {"max_retries": -1},
+    "bad max_concurrency": {"max_concurrency": "8"},
+    "bad trust_env": {"trust_env": "yes"},
+    "bad on_retry": {"on_retry": 3},
+}
+
+
+@pytest.mark.parametrize("client_type", [AsyncClient, Client])
+@pytest.mark.parametrize("settings", CONSTRUCTION_ERRORS.values(), ids=CONSTRUCTION_ERRORS.keys())
+def test_a_construction_error_reported_with_its_frames_locals_shows_no_key(
+    client_type: type[AsyncClient | Client], settings: dict[str, Any]
+) -> None:
+    # What error reporters (Sentry and the like) do: format every frame's locals with repr.
+    arguments = {"api_key": KEY, "base_url": "http://127.0.0.1:1/api", **settings}
+    with pytest.raises((ValueError, TypeError, ConfigurationError)) as caught:
+        client_type(**arguments)
+
+    report = reported_with_locals(caught.value)
+
+    assert "in __init__" in report  # the constructor's frame, with its locals, is there
+    assert not leaks(report)
+
+
+def test_a_half_built_client_in_a_traceback_has_a_repr() -> None:
+    with pytest.raises(ValueError, match="timeout") as caught:
+        Client(KEY, base_url="http://127.0.0.1:1/api", timeout=-1)
+
+    report = reported_with_locals(caught.value)
+
+    assert "self = Client(<not constructed>)" in report
+    assert not leaks(report)
+
+
+def test_a_borrowed_session_refused_by_the_sync_client_shows_no_key_in_the_locals() -> None:
+    async def attempt() -> TypeError:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(TypeError, match="AsyncClient") as caught:
+                Client(KEY, base_url="http://127.0.0.1:1/api", session=session)
+            return caught.value
+
+    error = asyncio.run(attempt())
+    report = reported_with_locals(error)
+
+    assert not leaks(report)

@@ -245,36 +245,52 @@ def proxy_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeR9sAPI, str
         yield proxy, f"http://127.0.0.1:{unused_port()}/api/v1/portal/management"
 
 
-async def test_proxies_from_the_environment_are_ignored_by_default(
+async def test_proxies_from_the_environment_are_used_by_default(
     proxy_env: tuple[FakeR9sAPI, str],
 ) -> None:
     proxy, base_url = proxy_env
 
-    async with AsyncClient(KEY, base_url=base_url, max_retries=0) as client:
+    async with AsyncClient(KEY, base_url=base_url) as client:
+        await client.balance()
+
+    assert ["/balance"] == [r.path for r in proxy.requests]
+
+
+async def test_trust_env_false_ignores_the_proxies_from_the_environment(
+    proxy_env: tuple[FakeR9sAPI, str],
+) -> None:
+    proxy, base_url = proxy_env
+
+    async with AsyncClient(KEY, base_url=base_url, max_retries=0, trust_env=False) as client:
         with pytest.raises(APIConnectionError):
             await client.balance()
 
     assert [] == proxy.requests
 
 
-async def test_trust_env_sends_through_the_proxy_from_the_environment(
+def test_the_sync_client_uses_the_proxies_from_the_environment_too(
     proxy_env: tuple[FakeR9sAPI, str],
 ) -> None:
     proxy, base_url = proxy_env
 
-    async with AsyncClient(KEY, base_url=base_url, trust_env=True) as client:
-        await client.balance()
-
-    assert ["/balance"] == [r.path for r in proxy.requests]
-
-
-def test_the_sync_client_takes_trust_env_too(proxy_env: tuple[FakeR9sAPI, str]) -> None:
-    proxy, base_url = proxy_env
-
-    with Client(KEY, base_url=base_url, trust_env=True) as client:
+    with Client(KEY, base_url=base_url) as client:
+        client.balance()
+    with (
+        Client(KEY, base_url=base_url, max_retries=0, trust_env=False) as client,
+        pytest.raises(APIConnectionError),
+    ):
         client.balance()
 
     assert 1 == len(proxy.requests)
+
+
+async def test_a_borrowed_session_is_accepted_with_the_default_trust_env() -> None:
+    async with aiohttp.ClientSession() as session:
+        client = AsyncClient(KEY, session=session)  # no ValueError: trust_env was not asked
+        await client.aclose()
+        borrowed_still_open = not session.closed
+
+    assert borrowed_still_open
 
 
 async def test_trust_env_with_an_injected_session_says_the_sessions_own_setting_applies() -> None:

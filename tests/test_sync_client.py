@@ -235,29 +235,52 @@ def test_works_inside_asgiref_sync_to_async(
     assert (expected_records(api, D0, D0 + 2 * DAY), 2) == (records, windows)
 
 
-def test_a_thread_whose_loop_is_running_is_told_to_use_async_client(
+def test_works_in_a_thread_whose_event_loop_is_running_as_in_a_notebook(
     api: FakeR9sAPI, threaded_base_url: str
 ) -> None:
     with make_client(threaded_base_url) as client:
 
-        async def handler() -> list[str]:
-            messages = []
-            for call in (
-                lambda: client.usage(D0, D0 + DAY),
-                lambda: client.iter_usage(D0, D0 + DAY),
-                client.balance,
-            ):
-                with pytest.raises(RuntimeError, match="AsyncClient") as caught:
-                    call()
-                messages.append(str(caught.value))
-            return messages
+        async def cell() -> tuple[UsageReport, list[UsageReport], Any]:
+            # A notebook cell: plain blocking calls, made while this thread's loop runs.
+            return (
+                client.usage(D0, D0 + 2 * DAY),
+                list(client.iter_usage(D0, D0 + 2 * DAY)),
+                client.balance(),
+            )
 
-        messages = asyncio.run(handler())
-        after = client.usage(D0, D0 + DAY)  # the refusal left the client usable
+        report, windows, balance = asyncio.run(cell())
 
-    assert 3 == len(messages)
+    assert expected_records(api, D0, D0 + 2 * DAY) == report.records
+    assert report.records == [r for w in windows for r in w.records]
+    assert "USD" == balance.currency_code
+    assert 5 == len(api.requests)
+
+
+def test_a_call_from_the_clients_own_loop_thread_is_refused_and_leaves_it_usable(
+    api: FakeR9sAPI, threaded_base_url: str
+) -> None:
+    # on_retry runs on the client's loop thread: a blocking call there would wait for itself.
+    api.add_fault(Fault.error(503, "down"), path="/balance")
+    refusals: list[str] = []
+
+    def on_retry(event: object) -> None:
+        for call in (
+            lambda: client.balance(),
+            lambda: client.usage(D0, D0 + DAY),
+            lambda: client.iter_usage(D0, D0 + DAY),
+        ):
+            try:
+                call()
+            except RuntimeError as exc:
+                refusals.append(str(exc))
+
+    with make_client(threaded_base_url, on_retry=on_retry) as client:
+        client.balance()  # retried once, the hook's calls refused
+        after = client.usage(D0, D0 + DAY)
+
+    assert 3 == len(refusals)
+    assert all("own event loop's thread" in message for message in refusals)
     assert expected_records(api, D0, D0 + DAY) == after.records
-    assert 1 == len(api.requests)  # only the call made from plain blocking code
 
 
 # -- lifecycle --------------------------------------------------------------------------------

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from _helpers import DAY, eventually_sync
+from _helpers import D0, DAY, eventually_sync
 
-from r9s_async import Client, ClientClosedError
-from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
+from r9s_async import (
+    AsyncClient,
+    BackfillProgress,
+    Client,
+    ClientClosedError,
+    RetryEvent,
+    UsageStore,
+)
+from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 SLOW_CALL = textwrap.dedent(
     """
@@ -154,3 +163,119 @@ def test_closing_a_client_from_another_thread_ends_a_running_call_with_client_cl
 
     assert not worker.is_alive()
     assert [ClientClosedError] == [type(exc) for exc in outcome]
+
+
+# -- closing from the client's own hooks (they run on its loop thread) --------------------------
+
+# A long server-ordered pause: a call that is not ended by close() would sit in it for 30 s.
+LONG_PAUSE = Fault.error(503, "down", headers={"Retry-After": "30"})
+
+
+def run_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    outcome: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    return worker, outcome
+
+
+def r9s_loop_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("r9s_async.Client")]
+
+
+@pytest.mark.usefixtures("quiet_asyncio")
+@pytest.mark.parametrize("hook_swallows_errors", [False, True])
+def test_close_from_on_retry_ends_the_call_with_client_closed_at_once(
+    api: FakeR9sAPI, threaded_base_url: str, hook_swallows_errors: bool
+) -> None:
+    api.add_fault(LONG_PAUSE, path="/balance")
+    raised_in_hook: list[BaseException] = []
+
+    def on_retry(event: RetryEvent) -> None:
+        try:
+            client.close()
+        except Exception as exc:
+            raised_in_hook.append(exc)
+            if not hook_swallows_errors:
+                raise
+
+    client = Client(TEST_API_KEY, base_url=threaded_base_url, on_retry=on_retry)
+    worker, outcome = run_in_thread(client.balance)
+    worker.join(timeout=5)
+
+    assert not worker.is_alive()
+    assert [] == raised_in_hook
+    assert [ClientClosedError] == [type(exc) for exc in outcome]
+    eventually_sync(lambda: not r9s_loop_threads())  # the loop closed and stopped itself
+    assert 1 == len(api.requests)
+    with pytest.raises(ClientClosedError):
+        client.balance()
+
+
+@pytest.mark.usefixtures("quiet_asyncio")
+def test_close_from_on_retry_ends_the_calls_of_other_threads_too(
+    api: FakeR9sAPI, threaded_base_url: str
+) -> None:
+    api.add_fault(Fault.stall(30), path="/usage")
+    api.add_fault(Fault.error(503, "down"), path="/balance")
+    client = Client(TEST_API_KEY, base_url=threaded_base_url, on_retry=lambda _: client.close())
+    stalled, stalled_outcome = run_in_thread(lambda: client.usage(D0, D0 + DAY))
+    eventually_sync(lambda: api.in_flight > 0)
+    closing, closing_outcome = run_in_thread(client.balance)  # retried: the hook closes
+    stalled.join(timeout=5)
+    closing.join(timeout=5)
+
+    assert (False, False) == (stalled.is_alive(), closing.is_alive())
+    assert [ClientClosedError] * 2 == [type(e) for e in stalled_outcome + closing_outcome]
+
+
+@pytest.mark.usefixtures("quiet_asyncio")
+def test_close_from_a_progress_callback_ends_the_backfill_with_client_closed(
+    tmp_path: Path,
+) -> None:
+    api = FakeR9sAPI(latency=0.2)
+    seen: list[int] = []
+
+    def progress(step: BackfillProgress) -> None:
+        seen.append(step.windows_done)
+        if step.windows_done >= 1:
+            client.close()
+
+    with api.serve_in_thread() as url:
+        client = Client(TEST_API_KEY, base_url=url, max_concurrency=1)
+        worker, outcome = run_in_thread(
+            lambda: client.backfill(0, 30 * DAY, db=tmp_path / "usage.db", progress=progress)
+        )
+        worker.join(timeout=5)
+
+    assert not worker.is_alive()
+    assert [ClientClosedError] == [type(exc) for exc in outcome]
+    assert [0, 1] == seen  # nothing reported after the close
+    eventually_sync(lambda: not r9s_loop_threads())
+    with UsageStore(tmp_path / "usage.db") as store:
+        assert 1 == len(store.windows())  # the window stored before the close is kept
+
+
+@pytest.mark.usefixtures("quiet_asyncio")
+async def test_aclose_from_on_retry_ends_the_call_with_client_closed_at_once(
+    api: FakeR9sAPI, base_url: str
+) -> None:
+    api.add_fault(LONG_PAUSE, path="/balance")
+    closing: list[asyncio.Task[None]] = []
+
+    def on_retry(event: RetryEvent) -> None:
+        closing.append(asyncio.get_running_loop().create_task(client.aclose()))
+
+    client = AsyncClient(TEST_API_KEY, base_url=base_url, on_retry=on_retry)
+    async with asyncio.timeout(5):
+        with pytest.raises(ClientClosedError, match="closed during the call"):
+            await client.balance()
+        await asyncio.gather(*closing)
+
+    assert 1 == len(api.requests)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import re
@@ -100,6 +101,10 @@ def evaluate_string_aliases(app: Sphinx, obj: object, bound_method: bool) -> Non
             if isinstance(namespace.get(alias), str):
                 namespace[alias] = eval(namespace[alias], namespace)
         namespace.update(vars(sys.modules[module]))
+        # Optional packages imported only for annotations (``-> pandas.DataFrame``).
+        for optional in ("pandas",):
+            with contextlib.suppress(ImportError):
+                namespace.setdefault(optional, importlib.import_module(optional))
         for alias in aliases:
             if isinstance(namespace.get(alias), str):
                 namespace[alias] = eval(namespace[alias], namespace)
