@@ -1,6 +1,6 @@
 """The money side of a ``UsageStore``: balance snapshots, costs of stored usage, sent alerts.
 
-A mixin of ``UsageStore``, kept apart so the store class stays about one concern. Two tables
+A part of ``UsageStore`` (it builds on the reads, for costs, and on the accounts). Two tables
 join schema version 2, created by the first write that needs them (so a schema-2 file written
 before they existed gains them then, and reads of such a file see none):
 
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
-from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from ._models import Account, Balance, BalanceSnapshot
+from ._store_accounts import account_id, account_ids
+from ._store_reads import RecordReads
 from ._times import TimeLike
 
 if TYPE_CHECKING:
@@ -53,29 +53,8 @@ _MONEY_SCHEMA = (
 )
 
 
-class MoneyTables:
+class MoneyTables(RecordReads):
     """Balance history, costs and sent alerts; mixed into ``UsageStore``."""
-
-    if TYPE_CHECKING:  # provided by UsageStore
-        _lock: threading.RLock
-        _path: str
-
-        def _conn(self) -> sqlite3.Connection: ...
-        def _write_connection(self) -> sqlite3.Connection: ...
-        def _account_id(
-            self, db: sqlite3.Connection, account: Account, *, write: bool
-        ) -> int | None: ...
-        def _account_ids(self, db: sqlite3.Connection, account: object) -> dict[int, str]: ...
-        def _unusable_is_store_error(self) -> contextlib.AbstractContextManager[None]: ...
-        def register_account(self, account: Account) -> None: ...
-        def tokens_by_day_and_model(
-            self,
-            start: TimeLike | None = None,
-            end: TimeLike | None = None,
-            *,
-            user_id: str | int | None = None,
-            account: str | None = None,
-        ) -> dict[tuple[date, str], int]: ...
 
     def record_balance(
         self, account: Account, balance: Balance, *, taken_at: int
@@ -102,12 +81,12 @@ class MoneyTables:
         self.register_account(account)  # checks it, and its name
         amounts = (balance.balance, balance.credit_limit, balance.coupon_balance)
         with self._write() as db:
-            account_id = self._account_id(db, account, write=True)
+            found = account_id(db, account, write=True, path=self._file.path)
             db.execute(
                 "INSERT INTO balances (account, taken_at, balance, credit_limit, "
                 "coupon_balance, currency, request_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    account_id,
+                    found,
                     taken_at,
                     *map(str, amounts),
                     balance.currency_code,
@@ -115,7 +94,7 @@ class MoneyTables:
                 ),
             )
             label = db.execute(
-                "SELECT coalesce(name, fingerprint) FROM accounts WHERE id = ?", (account_id,)
+                "SELECT coalesce(name, fingerprint) FROM accounts WHERE id = ?", (found,)
             ).fetchone()[0]
         return BalanceSnapshot(taken_at, label, *amounts, balance.currency_code, balance.request_id)
 
@@ -128,9 +107,8 @@ class MoneyTables:
         Raises:
             ValueError: No such account in the store.
         """
-        with self._lock, self._unusable_is_store_error():
-            db = self._conn()
-            ids = self._account_ids(db, account)
+        with self._file.read() as db:
+            ids = account_ids(db, account, path=self._file.path)
             if not ids or not _has_table(db, "balances"):
                 return []
             marks = ", ".join("?" * len(ids))
@@ -141,9 +119,9 @@ class MoneyTables:
             ).fetchall()
         return [
             BalanceSnapshot(
-                taken_at, ids[account_id], Decimal(b), Decimal(limit), Decimal(coupon), cur, rid
+                taken_at, ids[owner], Decimal(b), Decimal(limit), Decimal(coupon), cur, rid
             )
-            for account_id, taken_at, b, limit, coupon, cur, rid in rows
+            for owner, taken_at, b, limit, coupon, cur, rid in rows
         ]
 
     def costs(
@@ -175,8 +153,7 @@ class MoneyTables:
     def alerts_sent(self, keys: Iterable[AlertKey]) -> set[AlertKey]:
         """Which of ``keys`` (``CheckResult.dedupe_key()``) were already reported."""
         wanted = set(keys)
-        with self._lock, self._unusable_is_store_error():
-            db = self._conn()
+        with self._file.read() as db:
             if not wanted or not _has_table(db, "alerts_sent"):
                 return set()
             rows = db.execute(
@@ -207,19 +184,10 @@ class MoneyTables:
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, the money tables created first if the file lacks them."""
-        with self._lock, self._unusable_is_store_error():
-            self._conn()
-            db = self._write_connection()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _MONEY_SCHEMA:
-                    db.execute(statement)
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        with self._file.write() as db:
+            for statement in _MONEY_SCHEMA:
+                db.execute(statement)
+            yield db
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:

@@ -95,8 +95,8 @@ def test_the_pure_core_imports_no_asyncio() -> None:
     assert [] == uses_asyncio
 
 
-# Owned by other work (the store schema, the test double): held where they are, not grown.
-KNOWN_LONG = {"r9s_async._store.UsageStore": 439, "r9s_async.testing._fake.FakeR9sAPI": 382}
+# Owned by other work (AsyncClient is split next): held where it is, not grown.
+KNOWN_LONG = {"r9s_async._async_client.AsyncClient": 363}
 
 
 def test_no_class_is_over_about_350_lines() -> None:

@@ -1,10 +1,18 @@
-"""The API key never shows: not in logs, exception text, chained exceptions, or the locals of
-our own frames in a traceback (error reporters capture those), whatever the server does."""
+"""The API key never shows: not in logs, exception text, chained exceptions, the locals of our
+own frames in a traceback (error reporters capture those), reprs, retry events or CLI output,
+whatever the server does.
+
+The mechanisms have their own specifications beside their modules: ``ApiKey`` and
+``AuthHeaders`` in ``test_config.py``, the scrubbing of server messages in ``test_decode.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import traceback
 import types
 from collections.abc import Iterator
@@ -16,8 +24,16 @@ import pytest
 from _helpers import D0, DAY
 
 import r9s_async
-from r9s_async import AsyncClient, Client, ConfigurationError, R9sError
-from r9s_async.testing import FakeR9sAPI, Fault
+from r9s_async import (
+    AsyncClient,
+    AuthenticationError,
+    Client,
+    ConfigurationError,
+    R9sError,
+    RetryEvent,
+    UsageRecord,
+)
+from r9s_async.testing import FakeR9sAPI, Fault, FaultPlan
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
@@ -39,6 +55,22 @@ def error_page(status: int) -> Fault:
 
 def echo(status: int, *, code: int | None = None) -> Fault:
     return Fault.error(status, f"API key {KEY} not found", code=code, headers=RETRY_NOW)
+
+
+def echo_page(status: int) -> Fault:
+    page = f"<html><body>{'x' * 200}<pre>Authorization: Bearer {KEY}</pre></body></html>"
+    return Fault.respond(status, page, headers={**RETRY_NOW, "Content-Type": "text/html"})
+
+
+def echo_error(status: int) -> Fault:
+    return Fault.error(status, f"key {KEY} is not welcome", headers=RETRY_NOW)
+
+
+def faulty_api(**settings: Any) -> FakeR9sAPI:
+    """Every transient fault on first attempts, stalls aside (the CLI waits 30 s for those)."""
+    kinds = [kind for kind in FaultPlan.TRANSIENT if kind != "stall"]
+    plan = FaultPlan(dict.fromkeys(kinds, 0.5 / len(kinds)), seed=7, attempts=1)
+    return FakeR9sAPI(api_key=KEY, fault_plan=plan, **settings)
 
 
 def success(data: Any) -> dict[str, Any]:
@@ -326,3 +358,87 @@ def test_a_borrowed_session_refused_by_the_sync_client_shows_no_key_in_the_local
     report = reported_with_locals(error)
 
     assert not leaks(report)
+
+
+def test_client_reprs_show_the_settings_but_never_the_key() -> None:
+    async_client = AsyncClient(KEY, base_url="http://127.0.0.1:9/api", timeout=5)
+    client = Client(KEY, base_url="http://127.0.0.1:9/api", max_retries=1)
+    try:
+        texts = [repr(async_client), str(async_client), repr(client), str(client)]
+    finally:
+        client.close()
+
+    assert all(KEY not in text and KEY[6:] not in text for text in texts)
+    assert texts[0].startswith("AsyncClient(base_url='http://127.0.0.1:9/api', timeout=5.0")
+    assert texts[2].startswith("Client(base_url='http://127.0.0.1:9/api'")
+    assert "max_retries=1" in texts[2]
+
+
+# -- logs at DEBUG and the CLI, through faults ------------------------------------------------
+
+
+async def test_a_faulty_run_logged_at_debug_never_shows_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="r9s_async")
+    api = faulty_api()
+    for day in range(0, 20, 4):
+        api.add_fault(echo_error(502), start_time=D0 + day * DAY)
+        api.add_fault(echo_page(503), start_time=D0 + day * DAY)
+    api.add_fault(echo_error(401), start_time=D0 + 29 * DAY)
+    events: list[RetryEvent] = []
+
+    async with (
+        api.serve() as url,
+        AsyncClient(KEY, base_url=url, timeout=0.3, on_retry=events.append) as client,
+    ):
+        report = await client.usage(D0, D0 + 20 * DAY)
+        with pytest.raises(AuthenticationError) as caught:
+            await client.usage(D0 + 20 * DAY, D0 + 30 * DAY)
+
+    shown = [r.getMessage() for r in caplog.records] + [repr(r.args) for r in caplog.records]
+    shown += [repr(event) for event in events]
+    shown += [text for error in exception_chain(caught.value) for text in (str(error), repr(error))]
+    assert [UsageRecord(**r) for r in api.records_in(D0, D0 + 20 * DAY)] == report.records
+    assert len(events) >= 10
+    assert len(caplog.records) > 30
+    assert [] == [text for text in shown if leaks(text)]
+
+
+def run_cli(*args: str, base_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "R9S_API_KEY": KEY, "PYTHONWARNINGS": "error"}
+    env.pop("R9S_BASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "r9s_async", *args, "--base-url", base_url, "--debug"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_cli_at_debug_through_faults_never_shows_the_key() -> None:
+    api = faulty_api()
+    api.add_fault(echo_page(502), start_time=D0)
+    api.add_fault(echo_error(500), start_time=D0 + DAY)
+    with api.serve_in_thread() as url:
+        done = run_cli("usage", "--start", str(D0), "--end", str(D0 + 10 * DAY), base_url=url)
+
+    assert 0 == done.returncode, done.stderr
+    assert "GET /usage" in done.stderr  # --debug logged the attempts
+    assert "retrying" in done.stderr
+    assert not leaks(done.stdout + done.stderr)
+
+
+def test_the_cli_failing_at_debug_with_a_traceback_never_shows_the_key() -> None:
+    api = faulty_api()
+    api.add_fault(echo_error(403), start_time=D0 + 3 * DAY)
+    with api.serve_in_thread() as url:
+        done = run_cli("usage", "--start", str(D0), "--end", str(D0 + 10 * DAY), base_url=url)
+
+    assert 0 != done.returncode
+    assert "Traceback" in done.stderr
+    assert "PermissionDeniedError" in done.stderr
+    assert not leaks(done.stdout + done.stderr)

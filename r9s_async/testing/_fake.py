@@ -1,4 +1,9 @@
-"""A realistic fake of the r9s Manager API (aiohttp.web) on loopback, for tests and demos."""
+"""A realistic fake of the r9s Manager API (aiohttp.web) on loopback, for tests and demos.
+
+``FakeR9sAPI`` holds the settings and answers requests; its data (``_fake_data.py``), the
+choice of each request's fault (``_fault_choice.py``) and serving (``_serving.py``) are parts
+mixed into it.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,28 @@ import asyncio
 import collections
 import functools
 import gzip
-import hashlib
 import json
 import random
 import re
-import ssl
 import string
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from aiohttp import web
-from attrs import define, frozen
+from attrs import frozen
 
-from ._faults import Fault, FaultPlan, RateLimit, RateLimiter
+from ._fake_data import DAY, DEFAULT_MODELS, FakeData
+from ._fault_choice import FaultChoice, Script
+from ._faults import FaultPlan, RateLimit, RateLimiter
+from ._serving import Serving
 
-__all__ = ["TEST_API_KEY", "FakeR9sAPI", "RecordedRequest"]
+__all__ = ["DEFAULT_MODELS", "TEST_API_KEY", "FakeR9sAPI", "RecordedRequest"]
 
 TEST_API_KEY = "sk_mg_" + "0123456789abcdef" * 4
 """A well-formed management key that the fake accepts by default."""
 
-DAY = 86_400
 _KEY_FORMAT = re.compile(r"sk_mg_[0-9a-f]{64}")
 _ID_ALPHABET = string.ascii_letters + string.digits
-DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "deepseek-chat")
 
 
 @frozen
@@ -59,15 +61,7 @@ class RecordedRequest:
     received_at: float = 0.0
 
 
-@define
-class _Script:
-    fault: Fault
-    times: int
-    path: str | None
-    start_time: int | None
-
-
-class FakeR9sAPI:
+class FakeR9sAPI(FakeData, FaultChoice, Serving):
     """The fake API. Deterministic: the same settings always serve the same records.
 
     Args:
@@ -135,65 +129,9 @@ class FakeR9sAPI:
         self._limiter: RateLimiter | None = None
         self._window_attempts: collections.Counter[str] = collections.Counter()
         self._servers: list[web.Server] = []
-        self._scripts: list[_Script] = []
+        self._scripts: list[Script] = []
         self._ids = random.Random(seed)
         self._day_records = functools.lru_cache(maxsize=4096)(self._generate_day)
-
-    # -- the data -------------------------------------------------------------------------------
-
-    def records(self, start: int, end: int) -> list[dict[str, Any]]:
-        """Every record one ``/usage`` call for ``start_time=start, end_time=end`` covers, in
-        answer order: ``[start, end]`` or ``[start, end)`` as ``end_inclusive`` says. An answer
-        holds them all unless ``record_cap`` cuts it off; ``total_tokens`` is always their sum.
-        """
-        out: list[dict[str, Any]] = []
-        for day in range(start // DAY, end // DAY + 1):
-            for record in self._day_records(day):
-                t = record["timestamp"]
-                if start <= t < end or (self.end_inclusive and t == end):
-                    out.append(record)
-        return out
-
-    def records_in(self, start: int, end: int) -> list[dict[str, Any]]:
-        """The half-open truth: the records with ``start <= timestamp < end``, in answer order.
-
-        What :meth:`r9s_async.AsyncClient.usage` must answer for ``[start, end)``, whichever
-        way the fake treats ``end_time`` and whatever its ``record_cap``.
-        """
-        return [r for r in self.records(start, end) if r["timestamp"] < end]
-
-    def _generate_day(self, day: int) -> tuple[dict[str, Any], ...]:
-        return _generate_day(self.seed, self.mode, self.models, self.events_per_day, day)
-
-    # -- faults ---------------------------------------------------------------------------------
-
-    def add_fault(
-        self,
-        fault: Fault,
-        *,
-        times: int = 1,
-        path: str | None = None,
-        start_time: int | None = None,
-    ) -> None:
-        """Apply ``fault`` to the next ``times`` requests that match ``path`` (``"/usage"``,
-        ``"/balance"``) and ``start_time`` (a window's first second), when given."""
-        self._scripts.append(_Script(fault, times, path, start_time))
-
-    def clear_faults(self) -> None:
-        """Forget every scripted fault not yet used."""
-        self._scripts.clear()
-
-    def _take_fault(self, path: str, query: Mapping[str, str]) -> Fault | None:
-        for script in self._scripts:
-            if script.path is not None and script.path != path:
-                continue
-            if script.start_time is not None and query.get("start_time") != str(script.start_time):
-                continue
-            script.times -= 1
-            if script.times <= 0:
-                self._scripts.remove(script)
-            return script.fault
-        return None
 
     # -- HTTP -----------------------------------------------------------------------------------
 
@@ -218,38 +156,6 @@ class FakeR9sAPI:
             "data": data,
         }
         return web.json_response(body, status=status, dumps=json.dumps)
-
-    def _choose_fault(
-        self, request: web.Request, path: str, auth: str, now: float
-    ) -> tuple[Fault | None, str | None]:
-        """The fault this request meets, and its name: the rate limit first (a gateway in
-        front), then a scripted fault, then the fault plan."""
-        if self.rate_limit is not None:
-            if self._limiter is None or self._limiter.limit is not self.rate_limit:
-                self._limiter = RateLimiter(self.rate_limit)
-            # The key only as a digest: the fake keeps no copy of a key it was sent.
-            bucket = hashlib.blake2b(auth.encode(), digest_size=16).hexdigest()
-            wait = self._limiter.take(bucket, now)
-            if wait is not None:
-                fault = Fault.error(429, "rate limit exceeded", headers={"Retry-After": str(wait)})
-                return fault, "rate_limit"
-        scripted = self._take_fault(path, request.query)
-        if scripted is not None:
-            return scripted, scripted.kind
-        if self.fault_plan is not None:
-            window = request.path_qs
-            self._window_attempts[window] += 1
-            attempt = self._window_attempts[window]
-            planned = self.fault_plan.fault_for(window, attempt)
-            if planned is not None:
-                return planned, self.fault_plan.kind_for(window, attempt)
-        return None, None
-
-    @property
-    def open_connections(self) -> int:
-        """How many TCP connections are open on the server side right now, idle ones
-        included."""
-        return sum(len(server.connections) for server in self._servers)
 
     async def _guard(
         self,
@@ -373,113 +279,8 @@ class FakeR9sAPI:
 
         return await self._guard(request, "/balance", answer, delay=self.latency)
 
-    # -- running it -----------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def serve(
-        self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
-    ) -> AsyncIterator[str]:
-        """Serve in the running loop: ``async with api.serve() as base_url:``.
-
-        Args:
-            host: Address to listen on.
-            port: TCP port; 0 picks a free one.
-            ssl_context: Serve HTTPS with this server context (for example one made with
-                ``trustme``), else plain HTTP.
-
-        Yields the base URL to give the client.
-        """
-        runner = web.AppRunner(
-            self.make_app(), handler_cancellation=True, access_log=None, shutdown_timeout=0.5
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
-        assert runner.server is not None
-        server = runner.server
-        self._servers.append(server)
-        try:
-            sockets = runner.addresses
-            bound_port = sockets[0][1]
-            scheme = "http" if ssl_context is None else "https"
-            yield f"{scheme}://{host}:{bound_port}{self.base_path}"
-        finally:
-            self._servers.remove(server)
-            await runner.cleanup()
-
-    @contextmanager
-    def serve_in_thread(
-        self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
-    ) -> Iterator[str]:
-        """Serve from a background thread with its own loop: ``with api.serve_in_thread() as
-        base_url:``, for synchronous code. Takes the arguments of :meth:`serve` and yields the
-        base URL to give the client."""
-        ready = threading.Event()
-        url: list[str] = []
-        stop: list[Callable[[], None]] = []
-        errors: list[BaseException] = []
-
-        async def main() -> None:
-            done = asyncio.Event()
-            loop = asyncio.get_running_loop()
-
-            def request_stop() -> None:
-                loop.call_soon_threadsafe(done.set)
-
-            stop.append(request_stop)
-            async with self.serve(host, port, ssl_context=ssl_context) as base_url:
-                url.append(base_url)
-                ready.set()
-                await done.wait()
-
-        def run() -> None:
-            try:
-                asyncio.run(main())
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-                ready.set()
-
-        thread = threading.Thread(target=run, name="r9s_async fake API", daemon=True)
-        thread.start()
-        ready.wait()
-        if errors:
-            raise errors[0]
-        try:
-            yield url[0]
-        finally:
-            stop[0]()
-            thread.join()
-
 
 def _parse_time(value: str | None) -> int:
     if value is None or not value.isdigit():
         raise ValueError(value)
     return int(value)
-
-
-def _generate_day(
-    seed: int, mode: str, models: tuple[str, ...], events_per_day: int, day: int
-) -> tuple[dict[str, Any], ...]:
-    """One day's records, in time order: the same for the same settings."""
-    digest = hashlib.blake2b(f"{seed}:{mode}:{day}".encode(), digest_size=8)
-    rng = random.Random(int.from_bytes(digest.digest(), "big"))
-    midnight = day * DAY
-    if mode == "daily":
-        return tuple(
-            {"timestamp": midnight, "tokens": rng.randint(1, 2_000_000), "model": model}
-            for model in models
-        )
-    count = max(events_per_day, 4)
-    seconds = [0, DAY - 1] + [rng.randrange(DAY) for _ in range(count - 2)]
-    records: list[dict[str, Any]] = []
-    for second in seconds:
-        record = {
-            "timestamp": midnight + second,
-            "tokens": rng.randint(1, 50_000),
-            "model": rng.choice(models),
-        }
-        records.append(record)
-        if rng.random() < 0.1:
-            records.append(dict(record))  # an identical twin: real, distinct usage
-    records.sort(key=lambda r: r["timestamp"])
-    return tuple(records)
