@@ -25,7 +25,7 @@ import asyncio, r9s_async
 asyncio.get_running_loop()  # the kernel's loop runs in this thread
 client = r9s_async.Client(TEST_API_KEY, base_url=url)
 report = client.usage(1_714_521_600, 1_714_521_600 + 3 * 86_400)
-expected = sum(r["tokens"] for r in api.records(1_714_521_600, 1_714_521_600 + 3 * 86_400))
+expected = sum(r["tokens"] for r in api.records_in(1_714_521_600, 1_714_521_600 + 3 * 86_400))
 assert expected == report.total_tokens, (expected, report.total_tokens)
 print(report.total_tokens, len(report.records))
 """,
