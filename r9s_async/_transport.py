@@ -46,6 +46,11 @@ DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 _MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Per-request settings that win over whatever a borrowed session was built with, so every
+# answer reaches our decoder as the server sent it: no raise_for_status (a 401 would become
+# a retried connection error), no redirects or decompression by aiohttp (we do both), no
+# session timeout (ours is asyncio's, around the whole exchange), no session middlewares.
+_NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
 Answer = tuple[int, Mapping[str, str], bytes]
 
@@ -56,12 +61,17 @@ def check_session(session: object, trust_env: object) -> None:
     Raises:
         TypeError: ``session`` is not a :class:`aiohttp.ClientSession`, or ``trust_env`` not
             a bool.
-        ValueError: ``trust_env=True`` with a borrowed session.
+        ValueError: ``trust_env=True`` with a borrowed session, or a session with ``auth``.
     """
     if session is not None and not isinstance(session, ClientSession):
         raise TypeError(f"session must be an aiohttp.ClientSession, not {type(session).__name__}")
     if not isinstance(trust_env, bool):
         raise TypeError(f"trust_env must be a bool, not {type(trust_env).__name__}")
+    if isinstance(session, ClientSession) and session.auth is not None:
+        raise ValueError(
+            "the borrowed session has its own auth=...; aiohttp would refuse to send it with "
+            "the API key's Authorization header: borrow a session without auth"
+        )
     if trust_env and session is not None:
         raise ValueError(
             "trust_env=True cannot apply to a borrowed session: the injected session's own "
@@ -184,7 +194,14 @@ class Transport:
         url = URL(str(self._base_url) + path).with_query(params)
         for _ in range(_MAX_REDIRECTS + 1):
             async with session.get(
-                url, headers=self._headers, allow_redirects=False, auto_decompress=False
+                url,
+                headers=self._headers,
+                raise_for_status=False,
+                allow_redirects=False,
+                auto_decompress=False,
+                timeout=_NO_TIMEOUT,
+                read_bufsize=_READ_CHUNK,
+                middlewares=(),
             ) as response:
                 location = response.headers.get("Location")
                 if response.status in _REDIRECTS and location:

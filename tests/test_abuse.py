@@ -7,13 +7,23 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from _helpers import D0, DAY, make_client
+from _helpers import D0, DAY, expected_records, make_client
 
-from r9s_async import Client, MalformedResponseError, RetryEvent, ServerError, UsageStore
+from r9s_async import (
+    AsyncClient,
+    AuthenticationError,
+    Client,
+    MalformedResponseError,
+    RetryEvent,
+    ServerError,
+    UsageStore,
+)
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
@@ -200,3 +210,65 @@ def test_the_sync_client_refuses_it_too(api: FakeR9sAPI, threaded_base_url: str)
         pytest.raises(MalformedResponseError, match=bounded),
     ):
         client.usage(D0, D0 + DAY)
+
+
+# -- 18.7: borrowed sessions cannot change how answers are classified ---------------------------
+
+
+async def _raise_any(response: aiohttp.ClientResponse) -> None:
+    response.raise_for_status()
+
+
+SESSIONS: dict[str, dict[str, Any]] = {
+    "raise_for_status": {"raise_for_status": True},
+    "coroutine_raise_for_status": {"raise_for_status": _raise_any},
+    "short_timeout": {"timeout": aiohttp.ClientTimeout(total=0.05, sock_read=0.05)},
+    "base_url": {"base_url": "http://127.0.0.1:9/elsewhere/"},
+    "headers": {"headers": {"Authorization": "Bearer sk_mg_" + "f" * 64, "Accept": "text/html"}},
+    "auto_decompress_and_tiny_buffer": {"auto_decompress": True, "read_bufsize": 1},
+}
+
+
+@pytest.fixture(params=list(SESSIONS))
+async def borrowed(request: pytest.FixtureRequest) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(**SESSIONS[request.param]) as session:
+        yield session
+
+
+async def test_a_401_through_any_borrowed_session_is_sent_once_with_the_servers_words(
+    api: FakeR9sAPI, base_url: str, borrowed: aiohttp.ClientSession
+) -> None:
+    api.latency = 0.1  # longer than the short session timeout: ours applies, not the session's
+    api.add_fault(Fault.error(401, "API key not found"), times=5)
+
+    async with make_client(base_url, session=borrowed) as client:
+        with pytest.raises(AuthenticationError) as caught:
+            await client.usage(D0, D0 + DAY)
+
+    assert 1 == len(api.requests)
+    assert ("API key not found", "F" * 32) == (caught.value.message, caught.value.request_id)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_429_and_503_through_any_borrowed_session_are_retried_with_their_status(
+    api: FakeR9sAPI, base_url: str, borrowed: aiohttp.ClientSession, status: int
+) -> None:
+    api.latency = 0.1
+    api.add_fault(Fault.error(status, "busy", headers={"Retry-After": "0"}), times=2)
+    events: list[RetryEvent] = []
+
+    async with make_client(base_url, session=borrowed, on_retry=events.append) as client:
+        report = await client.usage(D0, D0 + DAY)
+
+    assert [status, status] == [e.status for e in events]
+    assert [True] * 3 == [r.authorized for r in api.requests]
+    assert ["application/json"] * 3 == [r.headers["Accept"] for r in api.requests]
+    assert expected_records(api, D0, D0 + DAY) == report.records
+
+
+async def test_a_borrowed_session_with_its_own_auth_is_refused_at_construction() -> None:
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session = aiohttp.ClientSession(auth=aiohttp.BasicAuth("user", "password"))
+    async with session:
+        with pytest.raises(ValueError, match="auth"):
+            AsyncClient(TEST_API_KEY, session=session)
