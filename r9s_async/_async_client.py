@@ -23,10 +23,11 @@ from ._backfill import (
     run_backfill,
 )
 from ._config import (
+    RequestOptions,
     check_deadline,
     check_int,
     check_positive,
-    check_user_id,
+    check_request_options,
     resolve_api_key,
     resolve_base_url,
 )
@@ -182,6 +183,8 @@ class AsyncClient:
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
+        extra_query: Mapping[str, str | int] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> UsageReport:
         """Usage records in ``[start, end]`` exactly as one unsplit call would answer.
 
@@ -193,26 +196,32 @@ class AsyncClient:
             user_id: One member's usage (organisation admin keys only).
             deadline: Seconds the whole call may take, retries and pauses included; when
                 they run out, everything in flight is cancelled.
+            extra_query: Extra query parameters sent with every request of the call, for
+                filters the public documentation does not list yet.
+            extra_headers: Extra headers sent with every request of the call.
 
         Returns:
             The merged report, records in timestamp order.
 
         Raises:
-            TypeError: A time of the wrong type.
-            ValueError: A naive datetime, a negative time or ``end`` before ``start``.
+            TypeError: A time, ``extra_query`` or ``extra_headers`` of the wrong type.
+            ValueError: A naive datetime, a negative time or ``end`` before ``start``; an
+                ``extra_query`` that would set ``start_time``, ``end_time`` or ``user_id``;
+                an ``extra_headers`` that would set ``Authorization`` or another header the
+                client or the connection owns; a value with CR or LF.
             APITimeoutError: The ``deadline`` passed.
             R9sError: The first window that failed for good (the others are cancelled).
         """
         first, last = to_range(start, end)
-        uid = check_user_id(user_id)
+        options = check_request_options(user_id, extra_query, extra_headers)
         check_deadline(deadline)
         self._check_usable()
         if deadline is None and count_windows(first, last) == 1:
             # One window needs no fan-out: no task, no waiting, two loop turns fewer per call.
-            windows = [await self._fetch_window(Window(first, last, last=True), uid)]
+            windows = [await self._fetch_window(Window(first, last, last=True), options)]
         else:
             plan = plan_windows(first, last)
-            windows = [w async for w in self._fetch_windows(plan, uid, deadline=deadline)]
+            windows = [w async for w in self._fetch_windows(plan, options, deadline=deadline)]
         return merge_windows(first, last, windows)
 
     def iter_usage(
@@ -222,6 +231,8 @@ class AsyncClient:
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
+        extra_query: Mapping[str, str | int] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> AsyncGenerator[UsageReport, None]:
         """Yield one :class:`UsageReport` per UTC-day window, in time order.
 
@@ -232,13 +243,14 @@ class AsyncClient:
 
         ``deadline`` (seconds) counts from the first step of the iteration, time spent in
         the loop's body included; the first step after it passed raises
-        :class:`APITimeoutError` and cancels the requests in flight.
+        :class:`APITimeoutError` and cancels the requests in flight. ``extra_query`` and
+        ``extra_headers`` are sent with every request and checked as :meth:`usage` does.
         """
         first, last = to_range(start, end)
-        uid = check_user_id(user_id)
+        options = check_request_options(user_id, extra_query, extra_headers)
         check_deadline(deadline)
         self._check_usable()
-        return self._fetch_windows(plan_windows(first, last), uid, deadline=deadline)
+        return self._fetch_windows(plan_windows(first, last), options, deadline=deadline)
 
     async def balance(self) -> Balance:
         """The account balance, amounts as exact decimals."""
@@ -305,23 +317,21 @@ class AsyncClient:
     # -- windows and attempts -------------------------------------------------------------------
 
     def _fetch_windows(
-        self, plan: Iterator[Window], user_id: str | None, *, deadline: float | None = None
+        self, plan: Iterator[Window], options: RequestOptions, *, deadline: float | None = None
     ) -> AsyncGenerator[UsageReport, None]:
         """:func:`fan_out` of :meth:`_fetch_window` over ``plan``, reports in plan order."""
         return fan_out(
             plan,
-            lambda window: self._fetch_window(window, user_id),
+            lambda window: self._fetch_window(window, options),
             concurrency=self._max_concurrency,
             deadline=deadline,
             name=_task_name,
         )
 
-    async def _fetch_window(self, window: Window, user_id: str | None) -> UsageReport:
-        params = {"start_time": str(window.start), "end_time": str(window.end)}
-        if user_id is not None:
-            params["user_id"] = user_id
+    async def _fetch_window(self, window: Window, options: RequestOptions) -> UsageReport:
+        params = options.params(window.start, window.end)
         answer: UsageAnswer = await self._request(
-            "/usage", params, decode_usage, (window.start, window.end)
+            "/usage", params, decode_usage, (window.start, window.end), options.headers
         )
         payload = answer.payload
         return report_window(window, payload.records, payload.total_tokens, answer.request_id)
@@ -348,6 +358,7 @@ class AsyncClient:
         params: dict[str, str],
         decode: Decoder[T],
         window: tuple[int, int] | None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> T:
         """One request: pace, take a slot, get, decode, ask the retry policy, sleep."""
         slots = self._open()
@@ -362,7 +373,7 @@ class AsyncClient:
             try:
                 started = loop.time()  # waiting for a slot is not part of the attempt
                 try:
-                    answer = await self._transport.get(path, params)
+                    answer = await self._transport.get(path, params, headers)
                 except R9sError as exc:
                     failure = exc
                 elapsed = loop.time() - started
@@ -439,7 +450,7 @@ class _WindowSource:
     def fetch_windows(
         self, plan: Iterator[Window], user_id: str | None
     ) -> AsyncGenerator[UsageReport, None]:
-        return self._client._fetch_windows(plan, user_id)
+        return self._client._fetch_windows(plan, RequestOptions(user_id))
 
 
 def _request_id_of(result: object) -> str | None:

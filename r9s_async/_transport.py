@@ -161,8 +161,11 @@ class Transport:
             self._session = None
         self._loop = None
 
-    async def get(self, path: str, params: Mapping[str, str]) -> Answer:
-        """One GET of ``path``: ``(status, headers, body)``, within the ``timeout``.
+    async def get(
+        self, path: str, params: Mapping[str, str], headers: tuple[tuple[str, str], ...] = ()
+    ) -> Answer:
+        """One GET of ``path`` with extra ``headers`` (already checked): ``(status, headers,
+        body)``, within the ``timeout``.
 
         Raises:
             APITimeoutError: No complete answer within ``timeout``.
@@ -178,7 +181,7 @@ class Transport:
         failure: R9sError
         try:
             async with asyncio.timeout(timeout):
-                return await self._send(session, path, params)
+                return await self._send(session, path, params, headers)
         except TimeoutError:
             failure = APITimeoutError(f"no complete answer within {timeout:g}s")
         except aiohttp.ClientError as exc:
@@ -190,12 +193,19 @@ class Transport:
             failure = ClientClosedError("the client was closed during the call")
         raise failure
 
-    async def _send(self, session: ClientSession, path: str, params: Mapping[str, str]) -> Answer:
+    async def _send(
+        self,
+        session: ClientSession,
+        path: str,
+        params: Mapping[str, str],
+        extra: tuple[tuple[str, str], ...],
+    ) -> Answer:
         url = URL(str(self._base_url) + path).with_query(params)
+        sent = self._headers.with_extra(dict(extra))
         for _ in range(_MAX_REDIRECTS + 1):
             async with session.get(
                 url,
-                headers=self._headers,
+                headers=sent,
                 raise_for_status=False,
                 allow_redirects=False,
                 auto_decompress=False,
