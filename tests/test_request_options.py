@@ -14,7 +14,7 @@ from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
 
 pytestmark = pytest.mark.usefixtures("quiet_asyncio")
 
-QUERY = {"key_id": "k_42", "page": 3}
+QUERY: dict[str, str | int] = {"key_id": "k_42", "page": 3}
 HEADERS = {"X-Trace": "abc", "User-Agent": "finance-bot/1"}
 
 
