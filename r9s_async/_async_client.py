@@ -35,6 +35,7 @@ from ._decode import Redact, UsageAnswer, decode_balance, decode_usage
 from ._exceptions import ClientClosedError, R9sError
 from ._fanout import fan_out, take_turn
 from ._models import Account, Balance, UsageReport
+from ._rate_limits import parse_rate_limits
 from ._retry import RetryEvent, RetryHook, backoff_delay, decide_retry
 from ._throttle import Throttle
 from ._times import TimeLike, to_range
@@ -44,6 +45,7 @@ from ._windows import Window, count_windows, merge_windows, plan_windows, report
 __all__ = ["AsyncClient"]
 
 logger = logging.getLogger("r9s_async")
+RETRY_HOLD = 2.0  # seconds; above a paced queue's usual wait (16 windows at 14/s: about 1.1)
 
 T = TypeVar("T")
 Decoder = Callable[[int, Mapping[str, str], bytes, Redact], T]
@@ -366,10 +368,11 @@ class AsyncClient:
         throttle = self._throttle
         label = "-" if window is None else f"[{window[0]}, {window[1]}]"
         retry = 0
+        hold_until: float | None = None  # a retry's budget: see take_turn
         while True:
             failure: R9sError | None = None
             answer: tuple[int, Mapping[str, str], bytes] | None = None
-            await take_turn(throttle, slots)
+            await take_turn(throttle, slots, hold_until=hold_until)
             try:
                 started = loop.time()  # waiting for a slot is not part of the attempt
                 try:
@@ -385,6 +388,9 @@ class AsyncClient:
             status = None
             if answer is not None:
                 status = answer[0]
+                limits = parse_rate_limits(answer[1])
+                if not limits.empty:
+                    throttle.on_limits(loop.time(), limits)
                 try:
                     result = decode(*answer, self._redact)
                 except R9sError as exc:
@@ -423,6 +429,10 @@ class AsyncClient:
             if self._on_retry is not None:
                 self._on_retry(event)
             self._retry_count += 1
+            # Others' 429s and the shared pace may hold this retry back a little past its own
+            # wait (as long again, or RETRY_HOLD), no longer: a call whose windows keep
+            # failing fails within about the sum of its own waits, however many share it.
+            hold_until = loop.time() + decision.wait + max(decision.wait, RETRY_HOLD)
             await asyncio.sleep(decision.wait)
             retry += 1
 

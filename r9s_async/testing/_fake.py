@@ -223,29 +223,32 @@ class FakeR9sAPI:
 
     def _choose_fault(
         self, request: web.Request, path: str, auth: str, now: float
-    ) -> tuple[Fault | None, str | None]:
-        """The fault this request meets, and its name: the rate limit first (a gateway in
-        front), then a scripted fault, then the fault plan."""
+    ) -> tuple[Fault | None, str | None, dict[str, str]]:
+        """The fault this request meets, its name, and the rate-limit headers to send: the
+        rate limit first (a gateway in front), then a scripted fault, then the fault plan."""
+        announced: dict[str, str] = {}
         if self.rate_limit is not None:
             if self._limiter is None or self._limiter.limit is not self.rate_limit:
                 self._limiter = RateLimiter(self.rate_limit)
             # The key only as a digest: the fake keeps no copy of a key it was sent.
             bucket = hashlib.blake2b(auth.encode(), digest_size=16).hexdigest()
             wait = self._limiter.take(bucket, now)
+            if self.rate_limit.headers:
+                announced = self._limiter.announce(bucket)
             if wait is not None:
-                fault = Fault.error(429, "rate limit exceeded", headers={"Retry-After": str(wait)})
-                return fault, "rate_limit"
+                headers = {"Retry-After": str(wait), **announced}
+                return Fault.error(429, "rate limit exceeded", headers=headers), "rate_limit", {}
         scripted = self._take_fault(path, request.query)
         if scripted is not None:
-            return scripted, scripted.kind
+            return scripted, scripted.kind, announced
         if self.fault_plan is not None:
             window = request.path_qs
             self._window_attempts[window] += 1
             attempt = self._window_attempts[window]
             planned = self.fault_plan.fault_for(window, attempt)
             if planned is not None:
-                return planned, self.fault_plan.kind_for(window, attempt)
-        return None, None
+                return planned, self.fault_plan.kind_for(window, attempt), announced
+        return None, None, announced
 
     @property
     def open_connections(self) -> int:
@@ -269,7 +272,7 @@ class FakeR9sAPI:
         peer = transport.get_extra_info("peername") if transport else None
         shown = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
         received_at = asyncio.get_running_loop().time()
-        fault, fault_name = self._choose_fault(request, path, auth, received_at)
+        fault, fault_name, announced = self._choose_fault(request, path, auth, received_at)
         self.requests.append(
             RecordedRequest(
                 path, dict(request.query), authorized, peer, shown, fault_name, received_at
@@ -301,13 +304,17 @@ class FakeR9sAPI:
                         request, answer(), gzipped=fault.kind != "truncated"
                     )
                 else:
-                    return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
+                    headers = {**announced, **fault.headers}
+                    return web.Response(status=fault.status, body=fault.body, headers=headers)
             if not authorized:
                 scheme, _, token = auth.partition(" ")
                 known_format = scheme == "Bearer" and _KEY_FORMAT.fullmatch(token) is not None
                 message = "API key not found" if known_format else "Invalid API key format"
                 return self._envelope(401, 401, message, None)
-            return answer()
+            response = answer()
+            if not response.prepared:
+                response.headers.update(announced)
+            return response
         finally:
             self.in_flight -= 1
 
