@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import os
 import random
@@ -36,7 +37,7 @@ from ._exceptions import ClientClosedError, R9sError
 from ._fanout import fan_out, take_turn
 from ._models import Account, Balance, UsageReport
 from ._rate_limits import parse_rate_limits
-from ._retry import RetryEvent, RetryHook, backoff_delay, decide_retry
+from ._retry import Retry, RetryEvent, RetryHook, backoff_delay, decide_retry
 from ._throttle import Throttle
 from ._times import TimeLike, to_range
 from ._transport import DEFAULT_MAX_RESPONSE_SIZE, ClientSession, Transport, check_session
@@ -136,6 +137,7 @@ class AsyncClient:
         self._pid = os.getpid()
         self._state = _State.UNOPENED
         self._rng = random.Random()
+        self._rng_backoff = functools.partial(backoff_delay, rng=self._rng)
         self._retry_count = 0  # requests retried so far; backfill progress reports it
 
     def __repr__(self) -> str:
@@ -198,8 +200,7 @@ class AsyncClient:
             user_id: One member's usage (organisation admin keys only).
             deadline: Seconds the whole call may take, retries and pauses included; when
                 they run out, everything in flight is cancelled.
-            extra_query: Extra query parameters sent with every request of the call, for
-                filters the public documentation does not list yet.
+            extra_query: More query parameters for every request (filters not yet documented).
             extra_headers: Extra headers sent with every request of the call.
 
         Returns:
@@ -207,10 +208,8 @@ class AsyncClient:
 
         Raises:
             TypeError: A time, ``extra_query`` or ``extra_headers`` of the wrong type.
-            ValueError: A naive datetime, a negative time or ``end`` before ``start``; an
-                ``extra_query`` that would set ``start_time``, ``end_time`` or ``user_id``;
-                an ``extra_headers`` that would set ``Authorization`` or another header the
-                client or the connection owns; a value with CR or LF.
+            ValueError: A naive datetime, a negative time, ``end`` before ``start``, or an
+                extra parameter or header the client sets (see the configuration guide).
             APITimeoutError: The ``deadline`` passed.
             R9sError: The first window that failed for good (the others are cancelled).
         """
@@ -245,8 +244,7 @@ class AsyncClient:
 
         ``deadline`` (seconds) counts from the first step of the iteration, time spent in
         the loop's body included; the first step after it passed raises
-        :class:`APITimeoutError` and cancels the requests in flight. ``extra_query`` and
-        ``extra_headers`` are sent with every request and checked as :meth:`usage` does.
+        :class:`APITimeoutError` and cancels the requests in flight (extras as in :meth:`usage`).
         """
         first, last = to_range(start, end)
         options = check_request_options(user_id, extra_query, extra_headers)
@@ -388,9 +386,7 @@ class AsyncClient:
             status = None
             if answer is not None:
                 status = answer[0]
-                limits = parse_rate_limits(answer[1])
-                if not limits.empty:
-                    throttle.on_limits(loop.time(), limits)
+                _note_limits(throttle, answer[1], loop.time())
                 try:
                     result = decode(*answer, self._redact)
                 except R9sError as exc:
@@ -404,40 +400,24 @@ class AsyncClient:
                     # error reporters capture from a traceback.
                     answer = None
             assert failure is not None
-            # Raised from here, without the frames below (the decoder's locals hold the raw
-            # body) and without a chained exception that could carry it.
-            failure.__traceback__ = None
-            failure.__context__ = None
+            _detach(failure)
+            status = getattr(failure, "status", status)
             request_id = getattr(failure, "request_id", None)
-            _log_attempt(
-                path, label, getattr(failure, "status", status), elapsed, retry, request_id
-            )
+            _log_attempt(path, label, status, elapsed, retry, request_id)
             decision = decide_retry(
-                failure, retry, max_retries=self._max_retries, backoff=self._backoff
+                failure, retry, max_retries=self._max_retries, backoff=self._rng_backoff
             )
             if decision is None:
                 raise failure
-            if decision.rate_limited:
-                throttle.on_throttled(loop.time(), decision.retry_after, sent_at=started)
-            elif decision.retry_after is not None:
-                throttle.pause(loop.time(), decision.retry_after)
-            event = RetryEvent(
-                *(path, window, retry + 1, decision.wait),
-                *(getattr(failure, "status", None), request_id, failure),
-            )
+            _tell_throttle(throttle, decision, loop.time(), started)
+            event = RetryEvent(path, window, retry + 1, decision.wait, status, request_id, failure)
             _log_retry(event, label, self._max_retries)
             if self._on_retry is not None:
                 self._on_retry(event)
             self._retry_count += 1
-            # Others' 429s and the shared pace may hold this retry back a little past its own
-            # wait (as long again, or RETRY_HOLD), no longer: a call whose windows keep
-            # failing fails within about the sum of its own waits, however many share it.
-            hold_until = loop.time() + decision.wait + max(decision.wait, RETRY_HOLD)
+            hold_until = _hold_until(loop.time(), decision.wait)
             await asyncio.sleep(decision.wait)
             retry += 1
-
-    def _backoff(self, retry: int) -> float:
-        return backoff_delay(retry, self._rng)
 
 
 class _WindowSource:
@@ -461,6 +441,33 @@ class _WindowSource:
         self, plan: Iterator[Window], user_id: str | None
     ) -> AsyncGenerator[UsageReport, None]:
         return self._client._fetch_windows(plan, RequestOptions(user_id))
+
+
+def _note_limits(throttle: Throttle, headers: Mapping[str, str], now: float) -> None:
+    limits = parse_rate_limits(headers)
+    if not limits.empty:
+        throttle.on_limits(now, limits)
+
+
+def _detach(failure: R9sError) -> None:
+    # Raised from the attempt loop, without the frames below (the decoder's locals hold the
+    # raw body) and without a chained exception that could carry it.
+    failure.__traceback__ = None
+    failure.__context__ = None
+
+
+def _tell_throttle(throttle: Throttle, decision: Retry, now: float, sent_at: float) -> None:
+    if decision.rate_limited:
+        throttle.on_throttled(now, decision.retry_after, sent_at=sent_at)
+    elif decision.retry_after is not None:
+        throttle.pause(now, decision.retry_after)
+
+
+def _hold_until(now: float, wait: float) -> float:
+    """When the shared pace and others' pauses stop holding back a retry due in ``wait``:
+    as long again as its own wait (or ``RETRY_HOLD``) later, so a call whose windows keep
+    failing fails within about the sum of its own waits, however many share the client."""
+    return now + wait + max(wait, RETRY_HOLD)
 
 
 def _request_id_of(result: object) -> str | None:

@@ -31,6 +31,7 @@ DAY = 86_400
 _KEY_FORMAT = re.compile(r"sk_mg_[0-9a-f]{64}")
 _ID_ALPHABET = string.ascii_letters + string.digits
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "deepseek-chat")
+_Choice = tuple[Fault | None, str | None, dict[str, str]]
 
 
 @frozen
@@ -221,23 +222,16 @@ class FakeR9sAPI:
         }
         return web.json_response(body, status=status, dumps=json.dumps)
 
-    def _choose_fault(
-        self, request: web.Request, path: str, auth: str, now: float
-    ) -> tuple[Fault | None, str | None, dict[str, str]]:
-        """The fault this request meets, its name, and the rate-limit headers to send: the
-        rate limit first (a gateway in front), then a scripted fault, then the fault plan."""
+    def _choose_fault(self, request: web.Request, path: str, auth: str, now: float) -> _Choice:
+        """The fault met (rate limit, scripted, then planned), its name, headers to add."""
         announced: dict[str, str] = {}
         if self.rate_limit is not None:
             if self._limiter is None or self._limiter.limit is not self.rate_limit:
                 self._limiter = RateLimiter(self.rate_limit)
             # The key only as a digest: the fake keeps no copy of a key it was sent.
-            bucket = hashlib.blake2b(auth.encode(), digest_size=16).hexdigest()
-            wait = self._limiter.take(bucket, now)
-            if self.rate_limit.headers:
-                announced = self._limiter.announce(bucket)
-            if wait is not None:
-                headers = {"Retry-After": str(wait), **announced}
-                return Fault.error(429, "rate limit exceeded", headers=headers), "rate_limit", {}
+            refused, announced = self._limiter.admit(hashlib.blake2b(auth.encode()).digest(), now)
+            if refused is not None:
+                return refused, "rate_limit", {}
         scripted = self._take_fault(path, request.query)
         if scripted is not None:
             return scripted, scripted.kind, announced

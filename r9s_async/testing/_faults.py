@@ -169,6 +169,17 @@ class RateLimiter:
             return None
         return max(1, math.ceil((1.0 - bucket.tokens) / self.limit.rate))
 
+    def admit(self, key: bytes, now: float) -> tuple[Fault | None, dict[str, str]]:
+        """The 429 for a request with ``key`` at ``now`` (``None`` if it may pass), and the
+        rate-limit headers to send with the answer (none unless the limit has ``headers``)."""
+        bucket = key.hex()
+        wait = self.take(bucket, now)
+        announced = self.announce(bucket) if self.limit.headers else {}
+        if wait is None:
+            return None, announced
+        headers = {"Retry-After": str(wait), **announced}
+        return Fault.error(429, "rate limit exceeded", headers=headers), announced
+
     def announce(self, key: str) -> dict[str, str]:
         """The rate-limit headers for ``key`` after its last :meth:`take` (both families)."""
         bucket = self._buckets[key]
