@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import enum
+import functools
 import logging
 import os
 import random
@@ -25,10 +26,11 @@ from ._backfill import (
     run_backfill,
 )
 from ._config import (
+    RequestOptions,
     check_deadline,
     check_int,
     check_positive,
-    check_user_id,
+    check_request_options,
     configure_logging_from_env,
     resolve_api_key,
     resolve_base_url,
@@ -39,7 +41,8 @@ from ._decode import Redact, UsageAnswer, decode_balance, decode_usage
 from ._exceptions import ClientClosedError, R9sError
 from ._fanout import fan_out, heal, take_turn
 from ._models import Account, Balance, UsageReport
-from ._retry import RetryEvent, RetryHook, backoff_delay, decide_retry
+from ._rate_limits import parse_rate_limits
+from ._retry import Retry, RetryEvent, RetryHook, backoff_delay, decide_retry
 from ._throttle import Throttle
 from ._times import TimeLike, to_half_open
 from ._transport import DEFAULT_MAX_RESPONSE_SIZE, ClientSession, Transport, check_session
@@ -56,6 +59,7 @@ from ._windows import (
 __all__ = ["AsyncClient"]
 
 logger = logging.getLogger("r9s_async")
+RETRY_HOLD = 2.0  # seconds; above a paced queue's usual wait (16 windows at 14/s: about 1.1)
 
 T = TypeVar("T")
 Decoder = Callable[[int, Mapping[str, str], bytes, Redact], T]
@@ -159,6 +163,7 @@ class AsyncClient:
         self._retry_count = self._usage_requests = 0
         self._owner = self  # whose connections, pace and slots (itself, unless with_options)
         self._pauses = _Pauses()
+        self._rng_backoff = functools.partial(backoff_delay, rng=self._rng)
 
     def __repr__(self) -> str:
         if not hasattr(self, "_state"):  # repr of a half-built client, e.g. in a traceback
@@ -219,6 +224,8 @@ class AsyncClient:
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
+        extra_query: Mapping[str, str | int] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> UsageReport:
         """Usage records in the half-open range ``[start, end)``: ``start <= timestamp < end``,
         whether the server's ``end_time`` is inclusive or not.
@@ -233,26 +240,29 @@ class AsyncClient:
             user_id: One member's usage (organisation admin keys only).
             deadline: Seconds the whole call may take, retries and pauses included; when
                 they run out, everything in flight is cancelled.
+            extra_query: More query parameters for every request (filters not yet documented).
+            extra_headers: Extra headers sent with every request of the call.
 
         Returns:
             The merged report, records in timestamp order, ``start`` and ``end`` in seconds.
 
         Raises:
-            TypeError: A time of the wrong type.
-            ValueError: A naive datetime, a negative time, or an empty range (``end <= start``).
+            TypeError: A time, ``extra_query`` or ``extra_headers`` of the wrong type.
+            ValueError: A naive datetime, a negative time, an empty range (``end <= start``),
+                or an extra parameter or header the client sets (see the configuration guide).
             APITimeoutError: The ``deadline`` passed.
             R9sError: The first window that failed for good (the others are cancelled).
         """
         first, last = to_half_open(start, end)
-        uid = check_user_id(user_id)
+        options = check_request_options(user_id, extra_query, extra_headers)
         check_deadline(deadline)
         self._check_usable()
         if deadline is None and count_windows(first, last) == 1:
             # One window needs no fan-out: no task, no waiting, two loop turns fewer per call.
-            windows = [await self._fetch_window(Window(first, last), uid)]
+            windows = [await self._fetch_window(Window(first, last), options)]
         else:
             plan = plan_windows(first, last)
-            windows = [w async for w in self._fetch_windows(plan, uid, deadline=deadline)]
+            windows = [w async for w in self._fetch_windows(plan, options, deadline=deadline)]
         return merge_windows(first, last, windows)
 
     def iter_usage(
@@ -262,6 +272,8 @@ class AsyncClient:
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
+        extra_query: Mapping[str, str | int] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> AsyncGenerator[UsageReport, None]:
         """Yield one :class:`UsageReport` per UTC-day window of ``[start, end)``, in time order:
         each owns ``[window.start, window.end)``. Takes the arguments of :meth:`usage`.
@@ -273,13 +285,13 @@ class AsyncClient:
 
         ``deadline`` (seconds) counts from the first step of the iteration, time spent in
         the loop's body included; the first step after it passed raises
-        :class:`APITimeoutError` and cancels the requests in flight.
+        :class:`APITimeoutError` and cancels the requests in flight (extras as in :meth:`usage`).
         """
         first, last = to_half_open(start, end)
-        uid = check_user_id(user_id)
+        options = check_request_options(user_id, extra_query, extra_headers)
         check_deadline(deadline)
         self._check_usable()
-        return self._fetch_windows(plan_windows(first, last), uid, deadline=deadline)
+        return self._fetch_windows(plan_windows(first, last), options, deadline=deadline)
 
     async def balance(self) -> Balance:
         """The account balance, amounts as exact decimals."""
@@ -346,20 +358,20 @@ class AsyncClient:
     # -- windows and attempts -------------------------------------------------------------------
 
     def _fetch_windows(
-        self, plan: Iterator[Window], user_id: str | None, *, deadline: float | None = None
+        self, plan: Iterator[Window], options: RequestOptions, *, deadline: float | None = None
     ) -> AsyncGenerator[UsageReport, None]:
         """:func:`fan_out` of :meth:`_fetch_window` over ``plan``, reports in plan order."""
         return fan_out(
             plan,
-            lambda window: self._fetch_window(window, user_id),
+            lambda window: self._fetch_window(window, options),
             concurrency=self._max_concurrency,
             deadline=deadline,
             name=_task_name,
         )
 
-    async def _fetch_window(self, window: Window, user_id: str | None) -> UsageReport:
+    async def _fetch_window(self, window: Window, options: RequestOptions) -> UsageReport:
         """One window's report, a cut-off answer healed by splitting (:func:`heal`)."""
-        return await heal(window, partial(_fetch_part, self, user_id), floor=self._split_floor)
+        return await heal(window, partial(_fetch_part, self, options), floor=self._split_floor)
 
     def _open(self) -> asyncio.Semaphore:
         self._check_usable()
@@ -387,6 +399,7 @@ class AsyncClient:
         params: dict[str, str],
         decode: Decoder[T],
         window: tuple[int, int] | None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> T:
         """One request: pace, take a slot, get, decode, ask the retry policy, sleep."""
         slots = self._open()
@@ -394,14 +407,15 @@ class AsyncClient:
         throttle = self._throttle
         label = "-" if window is None else f"[{window[0]}, {window[1]})"
         retry = 0
+        hold_until: float | None = None  # a retry's budget: see take_turn
         while True:
             failure: R9sError | None = None
             answer: tuple[int, Mapping[str, str], bytes] | None = None
-            await take_turn(throttle, slots)
+            await take_turn(throttle, slots, hold_until=hold_until)
             try:
                 started = loop.time()  # waiting for a slot is not part of the attempt
                 try:
-                    answer = await self._transport.get(path, params, seconds=self._timeout)
+                    answer = await self._transport.get(path, params, headers, seconds=self._timeout)
                 except R9sError as exc:
                     failure = exc
                 elapsed = loop.time() - started
@@ -413,6 +427,7 @@ class AsyncClient:
             status = None
             if answer is not None:
                 status = answer[0]
+                _note_limits(throttle, answer[1], loop.time())
                 try:
                     result = decode(*answer, self._redact)
                 except R9sError as exc:
@@ -426,37 +441,25 @@ class AsyncClient:
                     # error reporters capture from a traceback.
                     answer = None
             assert failure is not None
-            # Raised from here, without the frames below (the decoder's locals hold the raw
-            # body) and without a chained exception that could carry it.
-            failure.__traceback__ = None
-            failure.__context__ = None
+            _detach(failure)
+            status = getattr(failure, "status", status)
             request_id = getattr(failure, "request_id", None)
-            _log_attempt(
-                path, label, getattr(failure, "status", status), elapsed, retry, request_id
-            )
+            _log_attempt(path, label, status, elapsed, retry, request_id)
             decision = decide_retry(
-                failure, retry, max_retries=self._max_retries, backoff=self._backoff
+                failure, retry, max_retries=self._max_retries, backoff=self._rng_backoff
             )
             if decision is None:
                 raise failure
-            if decision.rate_limited:
-                throttle.on_throttled(loop.time(), decision.retry_after, sent_at=started)
-            elif decision.retry_after is not None:
-                throttle.pause(loop.time(), decision.retry_after)
-            event = RetryEvent(
-                *(path, window, retry + 1, decision.wait),
-                *(getattr(failure, "status", None), request_id, failure),
-            )
+            _tell_throttle(throttle, decision, loop.time(), started)
+            event = RetryEvent(path, window, retry + 1, decision.wait, status, request_id, failure)
             _log_retry(event, label, self._max_retries)
             if self._on_retry is not None:
                 self._on_retry(event)
             self._retry_count += 1
+            hold_until = _hold_until(loop.time(), decision.wait)
             if await self._pauses.sleep(decision.wait, self):
                 raise ClientClosedError("the client was closed during the call")
             retry += 1
-
-    def _backoff(self, retry: int) -> float:
-        return backoff_delay(retry, self._rng)
 
 
 class _WindowSource:
@@ -483,17 +486,42 @@ class _WindowSource:
     def fetch_windows(
         self, plan: Iterator[Window], user_id: str | None
     ) -> AsyncGenerator[UsageReport, None]:
-        return self._client._fetch_windows(plan, user_id)
+        return self._client._fetch_windows(plan, RequestOptions(user_id))
 
 
-async def _fetch_part(client: AsyncClient, user_id: str | None, part: Window) -> WindowAnswer:
+def _note_limits(throttle: Throttle, headers: Mapping[str, str], now: float) -> None:
+    limits = parse_rate_limits(headers)
+    if not limits.empty:
+        throttle.on_limits(now, limits)
+
+
+def _detach(failure: R9sError) -> None:
+    # Raised from the attempt loop, without the frames below (the decoder's locals hold the
+    # raw body) and without a chained exception that could carry it.
+    failure.__traceback__ = None
+    failure.__context__ = None
+
+
+def _tell_throttle(throttle: Throttle, decision: Retry, now: float, sent_at: float) -> None:
+    if decision.rate_limited:
+        throttle.on_throttled(now, decision.retry_after, sent_at=sent_at)
+    elif decision.retry_after is not None:
+        throttle.pause(now, decision.retry_after)
+
+
+def _hold_until(now: float, wait: float) -> float:
+    """When the shared pace and others' pauses stop holding back a retry due in ``wait``:
+    as long again as its own wait (or ``RETRY_HOLD``) later, so a call whose windows keep
+    failing fails within about the sum of its own waits, however many share the client."""
+    return now + wait + max(wait, RETRY_HOLD)
+
+
+async def _fetch_part(client: AsyncClient, options: RequestOptions, part: Window) -> WindowAnswer:
     """One request for a window or a part of one, as :func:`heal` asks for it."""
-    params = {"start_time": str(part.start), "end_time": str(part.end)}
-    if user_id is not None:
-        params["user_id"] = user_id
+    params = options.params(part.start, part.end)
     client._usage_requests += 1
     answer: UsageAnswer = await client._request(
-        "/usage", params, decode_usage, (part.start, part.end)
+        "/usage", params, decode_usage, (part.start, part.end), options.headers
     )
     records, total = answer.payload.records, answer.payload.total_tokens
     return report_window(part, records, total, answer.request_id)

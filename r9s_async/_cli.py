@@ -24,7 +24,13 @@ from . import __version__
 from ._async_client import AsyncClient
 from ._backfill import BackfillProgress, BackfillResult
 from ._config import check_user_id
-from ._exceptions import ConfigurationError, R9sError, StoreConflictError, StoreError
+from ._exceptions import (
+    ConfigurationError,
+    MalformedResponseError,
+    R9sError,
+    StoreConflictError,
+    StoreError,
+)
 from ._models import UsageReport
 from ._optional import import_optional
 from ._prices import PriceTable
@@ -804,7 +810,13 @@ def _report(args: argparse.Namespace, exc: Exception) -> None:
     text = str(exc) if isinstance(exc, R9sError | UsageError) else f"{type(exc).__name__}: {exc}"
     hint = getattr(args, "resume_hint", "")
     unusable = isinstance(exc, StoreError) and not isinstance(exc, StoreConflictError)
-    if hint and not unusable and not isinstance(exc, UsageError | ConfigurationError):
+    if isinstance(exc, MalformedResponseError):
+        # Running again would meet the same answer: resuming cannot help.
+        text += (
+            "; the server's answer does not fit the API's schema, and running again would "
+            "meet the same answer: report it to r9s with the request id"
+        )
+    elif hint and not unusable and not isinstance(exc, UsageError | ConfigurationError):
         text += f"; {hint}"
     _fail(text)
 

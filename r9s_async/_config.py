@@ -6,10 +6,12 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from typing import NoReturn
 
+from attrs import frozen
 from yarl import URL
 
 from ._exceptions import ConfigurationError
@@ -20,9 +22,11 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ApiKey",
     "AuthHeaders",
+    "RequestOptions",
     "check_deadline",
     "check_int",
     "check_positive",
+    "check_request_options",
     "check_user_id",
     "configure_logging_from_env",
     "resolve_api_key",
@@ -111,6 +115,16 @@ class AuthHeaders(Mapping[str, str]):
     def __repr__(self) -> str:
         shown = {**self._static, "Authorization": "Bearer " + _REDACTED}
         return f"AuthHeaders({shown!r})"
+
+    def with_extra(self, extra: Mapping[str, str]) -> AuthHeaders:
+        """These headers with ``extra`` added or replacing ours (``User-Agent``, ``Accept``);
+        ``extra`` was checked by :func:`check_request_options`, so it cannot name
+        ``Authorization``."""
+        if not extra:
+            return self
+        replaced = {name.lower() for name in extra}
+        kept = {k: v for k, v in self._static.items() if k.lower() not in replaced}
+        return AuthHeaders(self._key, {**kept, **extra})
 
 
 def resolve_api_key(api_key: str | None) -> ApiKey:
@@ -314,3 +328,110 @@ def configure_logging_from_env() -> None:
         logger.addHandler(handler)
     handler.setLevel(level)
     logger.setLevel(level)
+
+
+@frozen
+class RequestOptions:
+    """What every request of one call carries besides its window: one object, handed down
+    the fan-out to each window's request (and to any request a window needs to heal).
+
+    Attributes:
+        user_id: The ``user_id`` query parameter, or ``None``.
+        query: Extra query parameters, checked, in the caller's order.
+        headers: Extra request headers, checked, in the caller's order.
+    """
+
+    user_id: str | None = None
+    query: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def params(self, start: int, end: int) -> dict[str, str]:
+        """The query of the request for ``[start, end]``."""
+        params = {"start_time": str(start), "end_time": str(end)}
+        if self.user_id is not None:
+            params["user_id"] = self.user_id
+        params.update(self.query)
+        return params
+
+
+_RESERVED_QUERY = frozenset({"start_time", "end_time", "user_id"})
+# Headers the client sets or the connection owns: Authorization carries the key; Host,
+# Content-Length and Transfer-Encoding frame the request; Accept-Encoding names what we can
+# decompress; the rest are hop-by-hop (RFC 9110 7.6.1), meaningless to the API.
+_RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "accept-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    }
+)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 field name
+
+
+def check_request_options(
+    user_id: object, extra_query: object, extra_headers: object
+) -> RequestOptions:
+    """The checked :class:`RequestOptions` of one call, before anything is sent.
+
+    Raises:
+        TypeError: A mapping, name or value of the wrong type.
+        ValueError: A name that would override ``start_time``, ``end_time``, ``user_id``
+            (use the ``user_id`` argument) or a header the client owns (``Authorization``,
+            ``Host``, ``Content-Length``, ``Accept-Encoding``, hop-by-hop headers, in any
+            case); an empty or invalid name; a value with CR, LF or NUL.
+    """
+    uid = check_user_id(user_id)
+    query: list[tuple[str, str]] = []
+    for name, value in _items("extra_query", extra_query):
+        if name in _RESERVED_QUERY:
+            hint = "; use the user_id argument" if name == "user_id" else ""
+            raise ValueError(f"extra_query must not set {name!r}: the client sets it{hint}")
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise TypeError(
+                f"extra_query[{name!r}] must be a str or int, not {type(value).__name__}"
+            )
+        query.append((name, _clean_value("extra_query", name, str(value))))
+    headers: list[tuple[str, str]] = []
+    for name, value in _items("extra_headers", extra_headers):
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"extra_headers: {name!r} is not a valid header name")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(
+                f"extra_headers must not set {name!r}: the client or the connection owns it"
+            )
+        if not isinstance(value, str):
+            raise TypeError(f"extra_headers[{name!r}] must be a str, not {type(value).__name__}")
+        headers.append((name, _clean_value("extra_headers", name, value)))
+    return RequestOptions(uid, tuple(query), tuple(headers))
+
+
+def _items(what: str, mapping: object) -> list[tuple[str, object]]:
+    if mapping is None:
+        return []
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"{what} must be a mapping, not {type(mapping).__name__}")
+    items = list(mapping.items())
+    for name, _ in items:
+        if not isinstance(name, str):
+            raise TypeError(f"{what} names must be str, not {type(name).__name__}")
+        if not name:
+            raise ValueError(f"{what} has an empty name")
+    seen = [name.lower() for name, _ in items] if what == "extra_headers" else []
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"{what} names a header twice (names are case-insensitive)")
+    return items
+
+
+def _clean_value(what: str, name: str, value: str) -> str:
+    if any(c in value for c in "\r\n\x00"):
+        raise ValueError(f"{what}[{name!r}] contains CR, LF or NUL")
+    return value

@@ -14,13 +14,24 @@ from cattrs.v import transform_error
 
 from ._models import Balance, UsageRecord
 
-__all__ = ["Meta", "SchemaError", "UsagePayload", "structure"]
+__all__ = ["MAX_TOKENS", "Meta", "SchemaError", "UsagePayload", "structure"]
 
 T = TypeVar("T")
 
 
+MAX_TOKENS = 2**63 - 1
+"""The most tokens one record, one answer's total, or one answer's records together may
+hold: what a signed 64-bit integer (the store's, SQLite's) holds. Anything else is refused."""
+_TOKENS_RULE = "expected 0 <= int < 2**63"
+
+
 class SchemaError(ValueError):
     """Raised by :func:`structure` with a readable path, e.g. ``expected int @ $.tokens``."""
+
+
+class _Refused(ValueError):
+    """A value of the right type that the schema refuses; its message carries its full path,
+    so it is reported as it is, from however deep in cattrs' nested errors."""
 
 
 @frozen
@@ -122,28 +133,70 @@ def _structure_records(value: Any, _: Any) -> list[UsageRecord]:
         raise TypeError(f"expected list, got {type(value).__name__}")
     records: list[UsageRecord] = []
     append = records.append
+    total = 0
     try:
         for item in value:
             timestamp = item["timestamp"]
             tokens = item["tokens"]
             model = item["model"]
-            if type(timestamp) is not int or type(tokens) is not int or type(model) is not str:
+            if (
+                type(timestamp) is not int
+                or type(tokens) is not int
+                or type(model) is not str
+                or tokens < 0
+            ):
                 break
+            total += tokens
             record = _new_record(UsageRecord)
             _set_timestamp(record, timestamp)
             _set_tokens(record, tokens)
             _set_model(record, model)
             append(record)
         else:
+            # With every count >= 0, a sum that fits means every count fits.
+            if total > MAX_TOKENS:
+                _check_tokens(records)
             return records
     except (TypeError, KeyError, IndexError):
         pass
     result: list[UsageRecord] = _checked_records(value, list[UsageRecord])
+    _check_tokens(result)
     return result
 
 
+def _check_tokens(records: list[UsageRecord]) -> None:
+    """Refuse a count outside ``[0, 2**63)``, or counts whose sum is outside it (one day's
+    sum must fit the store), naming the first record at fault."""
+    total = 0
+    for index, record in enumerate(records):
+        tokens = record.tokens
+        if not 0 <= tokens <= MAX_TOKENS:
+            raise _Refused(f"{_TOKENS_RULE} @ $.data.records[{index}].tokens (got {tokens})")
+        total += tokens
+    if total > MAX_TOKENS:
+        raise _Refused(f"{_TOKENS_RULE} @ $.data.records (their tokens add up to {total})")
+
+
+def _structure_usage(value: Any, _: Any) -> UsagePayload:
+    payload = _generated_usage(value, UsagePayload)
+    total = payload.total_tokens
+    if not 0 <= total <= MAX_TOKENS:
+        raise _Refused(f"{_TOKENS_RULE} @ $.data.total_tokens (got {total})")
+    return payload
+
+
+def _find_refused(exc: BaseException) -> _Refused | None:
+    if isinstance(exc, _Refused):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _find_refused(inner)
+        if found is not None:
+            return found
+    return None
+
+
 _converter.register_structure_hook_func(lambda t: t == list[UsageRecord], _structure_records)
-_structure_usage = make_dict_structure_fn(UsagePayload, _converter)
+_generated_usage = make_dict_structure_fn(UsagePayload, _converter)
 _converter.register_structure_hook(UsagePayload, _structure_usage)
 _structure_meta = make_dict_structure_fn(Meta, _converter)
 _converter.register_structure_hook(Meta, _structure_meta)
@@ -160,6 +213,9 @@ def structure(value: Any, cls: type[T], path: str) -> T:
     try:
         return _converter.structure(value, cls)
     except (ClassValidationError, IterableValidationError) as exc:
+        refused = _find_refused(exc)
+        if refused is not None:
+            raise SchemaError(str(refused)) from None
         messages = transform_error(exc, path=path)
         raise SchemaError("; ".join(messages[:3])) from None
     except (TypeError, ValueError, KeyError, AttributeError) as exc:

@@ -11,7 +11,7 @@ from attrs import evolve, frozen
 
 from ._converter import Meta, SchemaError, UsagePayload, structure
 from ._exceptions import MalformedResponseError, api_error_class
-from ._models import Balance
+from ._models import Balance, UsageRecord
 from ._retry import parse_retry_after
 
 T = TypeVar("T")
@@ -79,7 +79,10 @@ def _check(status: int, headers: Mapping[str, str], body: bytes, redact: Redact)
             meta = structure(meta_value, Meta, "$.meta")
         except SchemaError as exc:
             meta_problem = str(exc)
-    request_id = meta.request_id if meta else _loose_request_id(meta_value)
+    # Every field kept or printed from an answer is scrubbed like the message: a gateway may
+    # echo the Authorization header as the request id.
+    raw_id = meta.request_id if meta else _loose_request_id(meta_value)
+    request_id = None if raw_id is None else redact(raw_id)
 
     if not 200 <= status <= 299:
         if meta is not None:
@@ -115,7 +118,8 @@ def _check(status: int, headers: Mapping[str, str], body: bytes, redact: Redact)
         )
     if "data" not in document:
         raise MalformedResponseError("missing field @ $.data", status=status, request_id=request_id)
-    return document["data"], meta.request_id
+    assert request_id is not None  # meta was structured, so it had one
+    return document["data"], request_id
 
 
 def _loose_request_id(meta: Any) -> str | None:
@@ -145,6 +149,8 @@ def decode_usage(
     try:
         data, request_id = _check(status, headers, body, redact)
         payload = _structure_data(data, UsagePayload, status, request_id, redact)
+        if _may_echo(body, redact):
+            payload = _scrub_models(payload, redact)
     finally:
         if collecting:
             gc.enable()
@@ -155,7 +161,27 @@ def decode_balance(status: int, headers: Mapping[str, str], body: bytes, redact:
     """Decode a ``/balance`` answer; see :func:`decode_usage` for the errors."""
     data, request_id = _check(status, headers, body, redact)
     balance = _structure_data(data, Balance, status, request_id, redact)
-    return evolve(balance, request_id=request_id)
+    return evolve(balance, currency_code=redact(balance.currency_code), request_id=request_id)
+
+
+def _may_echo(body: bytes, redact: Redact) -> bool:
+    """Whether the answer may hold the key anywhere (so its strings need scrubbing).
+
+    One search of the raw body, instead of one per record: the key is ASCII, so in a UTF-8
+    body its bytes appear as they are, unless a JSON escape (or another encoding) spells it.
+    """
+    if b"\\u" in body or body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]:
+        return True
+    text = body.decode("latin-1")
+    return redact(text) != text
+
+
+def _scrub_models(payload: UsagePayload, redact: Redact) -> UsagePayload:
+    records = [
+        r if redact(r.model) == r.model else UsageRecord(r.timestamp, r.tokens, redact(r.model))
+        for r in payload.records
+    ]
+    return UsagePayload(records, payload.total_tokens)
 
 
 def _structure_data(data: Any, cls: type[T], status: int, request_id: str, redact: Redact) -> T:

@@ -160,19 +160,30 @@ def _part_name(item: Window | WindowAnswer) -> str:
     return f"r9s_async part {window.label}"
 
 
-async def take_turn(throttle: Throttle, slots: asyncio.Semaphore) -> None:
+async def take_turn(
+    throttle: Throttle, slots: asyncio.Semaphore, *, hold_until: float | None = None
+) -> None:
     """Wait for an attempt's turn under the client-wide pace (and any server pause), then for
     a free slot. A paced attempt holds no slot; one that got its slot while a pause began gives
-    it back and waits again."""
+    it back and waits again.
+
+    ``hold_until`` (loop time) bounds how long the shared pace and pauses may hold a retry:
+    past it, the attempt only waits for a slot. A retry budget is the retrying call's own
+    waits, not every other window's.
+    """
     loop = asyncio.get_running_loop()
+
+    def held(wait: float) -> float:
+        return wait if hold_until is None else min(wait, hold_until - loop.time())
+
     while True:
-        wait = throttle.reserve(loop.time())
+        wait = held(throttle.reserve(loop.time()))
         while wait > 0:
             await asyncio.sleep(wait)
             # A 429 elsewhere may have paused everyone meanwhile: queue again behind the
             # pause, at the new pace, rather than all leave together when it ends.
-            wait = throttle.reserve(loop.time()) if throttle.paused(loop.time()) else 0.0
+            wait = held(throttle.reserve(loop.time())) if throttle.paused(loop.time()) else 0.0
         await slots.acquire()
-        if not throttle.paused(loop.time()):
+        if not throttle.paused(loop.time()) or held(1.0) <= 0:
             return
         slots.release()

@@ -8,7 +8,7 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -224,9 +224,19 @@ class Client:
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
+        extra_query: Mapping[str, str | int] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> UsageReport:
         """Blocking :meth:`AsyncClient.usage`: the records of the half-open ``[start, end)``."""
-        return self._call(self._async.usage(start, end, user_id=user_id, deadline=deadline))
+        call = self._async.usage(
+            start,
+            end,
+            user_id=user_id,
+            deadline=deadline,
+            extra_query=extra_query,
+            extra_headers=extra_headers,
+        )
+        return self._call(call)
 
     def iter_usage(
         self,
@@ -235,6 +245,8 @@ class Client:
         *,
         user_id: str | int | None = None,
         deadline: float | None = None,
+        extra_query: Mapping[str, str | int] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Generator[UsageReport, None, None]:
         """Blocking :meth:`AsyncClient.iter_usage`: an iterator of per-window reports of the
         half-open ``[start, end)``.
@@ -243,7 +255,14 @@ class Client:
         still in flight; garbage collection does it too.
         """
         self._check_thread()
-        windows = self._async.iter_usage(start, end, user_id=user_id, deadline=deadline)
+        windows = self._async.iter_usage(
+            start,
+            end,
+            user_id=user_id,
+            deadline=deadline,
+            extra_query=extra_query,
+            extra_headers=extra_headers,
+        )
         return self._iterate(windows)
 
     def balance(self) -> Balance:

@@ -22,10 +22,16 @@ from __future__ import annotations
 import collections
 import math
 
+from ._rate_limits import RateLimits
+
 __all__ = ["Throttle"]
 
 DECREASE = 0.7
+LATER_DECREASE = 0.85  # later cuts: the rate at the first cut (w_max) says where the limit is
 INCREASE_PER_SECOND = 1.0
+PROBE_PER_SECOND = 0.1  # growth once back near w_max: probing slowly where the last cut was
+PLATEAU = 0.9
+HEADER_SHARE = 0.98  # of an announced rate, to stay under it despite clock and network jitter
 MIN_RATE = 0.5
 _MEASURE_SPAN = 2.0  # seconds of history used to measure the served rate
 _COOLDOWN = 1.0  # 429s within this long after a cut belong to the same episode
@@ -44,17 +50,23 @@ class Throttle:
             raise ValueError(f"max_rate must be a positive number, got {max_rate!r}")
         self.max_rate = max_rate
         self.rate: float | None = max_rate  # None: unlimited
+        self._burst: float | None = None  # the server's announced burst
         self._tokens = self._capacity()
         self._refilled_at: float | None = None
         self._paused_until = 0.0
         self._succeeded: collections.deque[float] = collections.deque()
         self._grown_at: float | None = None
         self._cut_at: float | None = None
+        self._success_since_cut = True
+        self.w_max: float | None = None  # the rate the last cut was made from
+        self.announced: float | None = None  # the server's own rate, from its headers
         self.throttled = 0
 
     def _capacity(self) -> float:
         if self.rate is None:
             return math.inf
+        if self._burst is not None:
+            return self._burst
         return max(1.0, self.rate * _BURST_SECONDS)
 
     def _refill(self, now: float) -> None:
@@ -117,7 +129,11 @@ class Throttle:
                 # names the wait until its bucket refills), so neither pause nor slow down.
                 return
             self.pause(now, retry_after)
-        if self._cut_at is not None and (sent_at < self._cut_at or now - self._cut_at < _COOLDOWN):
+        if self._cut_at is not None and (
+            sent_at < self._cut_at or now - self._cut_at < _COOLDOWN or not self._success_since_cut
+        ):
+            # One cut per episode: a storm of 429s with nothing served in between says
+            # nothing new about our pace, so the cut does not compound once per second.
             return
         measured = self.measured_rate(now)
         if self.rate is None and measured == 0:
@@ -125,9 +141,12 @@ class Throttle:
             # serve: the pause alone, until a 429 arrives that can be measured against.
             return
         self._cut_at = now
+        self._success_since_cut = False
         current = self.rate if self.rate is not None else math.inf
         base = min(current, measured) if measured > 0 else current
-        new_rate = max(MIN_RATE, base * DECREASE)
+        factor = DECREASE if self.w_max is None and self.announced is None else LATER_DECREASE
+        self.w_max = base
+        new_rate = max(MIN_RATE, base * factor)
         if self.max_rate is not None:
             new_rate = min(new_rate, self.max_rate)
         self._refill(now)
@@ -136,8 +155,10 @@ class Throttle:
         self._grown_at = now
 
     def on_success(self, now: float) -> None:
-        """A request succeeded: grow the rate back, additively in time."""
+        """A request succeeded: grow the rate back, additively in time: quickly up to near
+        the rate of the last cut (``w_max``), then slowly, probing where the limit was."""
         self._succeeded.append(now)
+        self._success_since_cut = True
         if len(self._succeeded) > 4096:
             self._succeeded.popleft()
         if self.rate is None or self.rate == self.max_rate:
@@ -147,5 +168,34 @@ class Throttle:
         if since <= 0:
             return
         self._refill(now)
-        grown = self.rate + INCREASE_PER_SECOND * since
+        ceiling = self.w_max if self.announced is None else self.announced
+        near = ceiling is not None and self.rate >= PLATEAU * ceiling
+        grown = self.rate + (PROBE_PER_SECOND if near else INCREASE_PER_SECOND) * since
+        if self.announced is not None:
+            grown = min(grown, self.announced)  # the server said what it serves
         self.rate = grown if self.max_rate is None else min(grown, self.max_rate)
+
+    def on_limits(self, now: float, limits: RateLimits) -> None:
+        """The server announced its limits (rate-limit headers of any answer): pace just
+        under its rate, with its burst, and when it says nothing is left, wait for its reset.
+
+        These replace the adaptive guess; a 429 that still arrives cuts from them.
+        """
+        if limits.rate is not None:
+            announced = HEADER_SHARE * limits.rate
+            if announced != self.announced:
+                self._refill(now)
+                self.announced = announced
+                self._burst = None if limits.burst is None else max(1.0, float(limits.burst))
+                rate = announced if self.max_rate is None else min(announced, self.max_rate)
+                self.rate = rate
+                self._tokens = min(self._tokens, self._capacity())
+                self._grown_at = now
+        if limits.remaining is not None and limits.remaining <= 0:
+            if self.announced is not None:
+                # Nothing left now, but the pace refills it: the next request waits its
+                # turn at that pace (a whole-second reset would overstate the wait).
+                self._refill(now)
+                self._tokens = min(self._tokens, 0.0)
+            elif limits.reset:
+                self.pause(now, limits.reset)

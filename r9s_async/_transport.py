@@ -51,6 +51,11 @@ DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 _MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Per-request settings that win over whatever a borrowed session was built with, so every
+# answer reaches our decoder as the server sent it: no raise_for_status (a 401 would become
+# a retried connection error), no redirects or decompression by aiohttp (we do both), no
+# session timeout (ours is asyncio's, around the whole exchange), no session middlewares.
+_NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
 Answer = tuple[int, Mapping[str, str], bytes]
 
@@ -61,12 +66,17 @@ def check_session(session: object, trust_env: object) -> None:
     Raises:
         TypeError: ``session`` is not a :class:`aiohttp.ClientSession`, or ``trust_env`` neither
             a bool nor ``None`` (the default).
-        ValueError: ``trust_env=True`` with a borrowed session.
+        ValueError: ``trust_env=True`` with a borrowed session, or a session with ``auth``.
     """
     if session is not None and not isinstance(session, ClientSession):
         raise TypeError(f"session must be an aiohttp.ClientSession, not {type(session).__name__}")
     if trust_env is not None and not isinstance(trust_env, bool):
         raise TypeError(f"trust_env must be a bool, not {type(trust_env).__name__}")
+    if isinstance(session, ClientSession) and session.auth is not None:
+        raise ValueError(
+            "the borrowed session has its own auth=...; aiohttp would refuse to send it with "
+            "the API key's Authorization header: borrow a session without auth"
+        )
     if trust_env and session is not None:
         raise ValueError(
             "trust_env=True cannot apply to a borrowed session: the injected session's own "
@@ -184,10 +194,16 @@ class Transport:
         self._loop = None
 
     async def get(
-        self, path: str, params: Mapping[str, str], *, seconds: float | None = None
+        self,
+        path: str,
+        params: Mapping[str, str],
+        headers: tuple[tuple[str, str], ...] = (),
+        *,
+        seconds: float | None = None,
     ) -> Answer:
-        """One GET of ``path``: ``(status, headers, body)``, within ``seconds`` (by default
-        the ``timeout``; clients made by ``with_options`` share one transport).
+        """One GET of ``path`` with extra ``headers`` (already checked): ``(status, headers,
+        body)``, within ``seconds`` (by default the ``timeout``; clients made by
+        ``with_options`` share one transport).
 
         Raises:
             APITimeoutError: No complete answer within ``timeout``.
@@ -203,7 +219,7 @@ class Transport:
         failure: R9sError
         try:
             async with asyncio.timeout(timeout):
-                return await self._send(session, path, params)
+                return await self._send(session, path, params, headers)
         except TimeoutError:
             failure = APITimeoutError(f"no complete answer within {timeout:g}s")
         except aiohttp.ClientError as exc:
@@ -215,11 +231,25 @@ class Transport:
             failure = ClientClosedError("the client was closed during the call")
         raise failure
 
-    async def _send(self, session: ClientSession, path: str, params: Mapping[str, str]) -> Answer:
+    async def _send(
+        self,
+        session: ClientSession,
+        path: str,
+        params: Mapping[str, str],
+        extra: tuple[tuple[str, str], ...],
+    ) -> Answer:
         url = URL(str(self._base_url) + path).with_query(params)
+        sent = self._headers.with_extra(dict(extra))
         for _ in range(_MAX_REDIRECTS + 1):
             async with session.get(
-                url, headers=self._headers, allow_redirects=False, auto_decompress=False
+                url,
+                headers=sent,
+                raise_for_status=False,
+                allow_redirects=False,
+                auto_decompress=False,
+                timeout=_NO_TIMEOUT,
+                read_bufsize=_READ_CHUNK,
+                middlewares=(),
             ) as response:
                 location = response.headers.get("Location")
                 if response.status in _REDIRECTS and location:

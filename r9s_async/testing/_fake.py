@@ -173,7 +173,7 @@ class FakeR9sAPI(FakeData, FaultChoice, Serving):
         peer = transport.get_extra_info("peername") if transport else None
         shown = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
         received_at = asyncio.get_running_loop().time()
-        fault, fault_name = self._choose_fault(request, path, auth, received_at)
+        fault, fault_name, announced = self._choose_fault(request, path, auth, received_at)
         self.requests.append(
             RecordedRequest(
                 path, dict(request.query), authorized, peer, shown, fault_name, received_at
@@ -205,13 +205,17 @@ class FakeR9sAPI(FakeData, FaultChoice, Serving):
                         request, answer(), gzipped=fault.kind != "truncated"
                     )
                 else:
-                    return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
+                    headers = {**announced, **fault.headers}
+                    return web.Response(status=fault.status, body=fault.body, headers=headers)
             if not authorized:
                 scheme, _, token = auth.partition(" ")
                 known_format = scheme == "Bearer" and _KEY_FORMAT.fullmatch(token) is not None
                 message = "API key not found" if known_format else "Invalid API key format"
                 return self._envelope(401, 401, message, None)
-            return answer()
+            response = answer()
+            if not response.prepared:
+                response.headers.update(announced)
+            return response
         finally:
             self.in_flight -= 1
 

@@ -12,7 +12,10 @@ from attrs import define
 
 from ._faults import Fault, FaultPlan, RateLimit, RateLimiter
 
-__all__ = ["FaultChoice", "Script"]
+__all__ = ["Choice", "FaultChoice", "Script"]
+
+Choice = tuple[Fault | None, str | None, dict[str, str]]
+"""The fault a request meets, its name, and the rate-limit headers its answer announces."""
 
 
 @define
@@ -63,28 +66,25 @@ class FaultChoice:
             return script.fault
         return None
 
-    def _choose_fault(
-        self, request: web.Request, path: str, auth: str, now: float
-    ) -> tuple[Fault | None, str | None]:
-        """The fault this request meets, and its name: the rate limit first (a gateway in
-        front), then a scripted fault, then the fault plan."""
+    def _choose_fault(self, request: web.Request, path: str, auth: str, now: float) -> Choice:
+        """The fault this request meets (the rate limit first, a gateway in front; then a
+        scripted fault; then the fault plan), its name, and the rate-limit headers to add."""
+        announced: dict[str, str] = {}
         if self.rate_limit is not None:
             if self._limiter is None or self._limiter.limit is not self.rate_limit:
                 self._limiter = RateLimiter(self.rate_limit)
             # The key only as a digest: the fake keeps no copy of a key it was sent.
-            bucket = hashlib.blake2b(auth.encode(), digest_size=16).hexdigest()
-            wait = self._limiter.take(bucket, now)
-            if wait is not None:
-                fault = Fault.error(429, "rate limit exceeded", headers={"Retry-After": str(wait)})
-                return fault, "rate_limit"
+            refused, announced = self._limiter.admit(hashlib.blake2b(auth.encode()).digest(), now)
+            if refused is not None:
+                return refused, "rate_limit", {}
         scripted = self._take_fault(path, request.query)
         if scripted is not None:
-            return scripted, scripted.kind
+            return scripted, scripted.kind, announced
         if self.fault_plan is not None:
             window = request.path_qs
             self._window_attempts[window] += 1
             attempt = self._window_attempts[window]
             planned = self.fault_plan.fault_for(window, attempt)
             if planned is not None:
-                return planned, self.fault_plan.kind_for(window, attempt)
-        return None, None
+                return planned, self.fault_plan.kind_for(window, attempt), announced
+        return None, None, announced

@@ -124,10 +124,15 @@ class RateLimit:
     Args:
         rate: Requests per second allowed per key.
         burst: The bucket's size.
+        headers: Announce the limit on every answer (200s and 429s alike) in both common
+            header families: the IETF draft's ``RateLimit-Policy: "default";q=..;w=1`` and
+            ``RateLimit: "default";r=..;t=..``, and ``X-RateLimit-Limit``, ``-Remaining``,
+            ``-Reset`` (delta seconds).
     """
 
     rate: float
     burst: int = 1
+    headers: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not (isinstance(self.rate, int | float) and math.isfinite(self.rate) and self.rate > 0):
@@ -163,6 +168,32 @@ class RateLimiter:
             bucket.tokens -= 1.0
             return None
         return max(1, math.ceil((1.0 - bucket.tokens) / self.limit.rate))
+
+    def admit(self, key: bytes, now: float) -> tuple[Fault | None, dict[str, str]]:
+        """The 429 for a request with ``key`` at ``now`` (``None`` if it may pass), and the
+        rate-limit headers to send with the answer (none unless the limit has ``headers``)."""
+        bucket = key.hex()
+        wait = self.take(bucket, now)
+        announced = self.announce(bucket) if self.limit.headers else {}
+        if wait is None:
+            return None, announced
+        headers = {"Retry-After": str(wait), **announced}
+        return Fault.error(429, "rate limit exceeded", headers=headers), announced
+
+    def announce(self, key: str) -> dict[str, str]:
+        """The rate-limit headers for ``key`` after its last :meth:`take` (both families)."""
+        bucket = self._buckets[key]
+        remaining = math.floor(bucket.tokens)
+        # Whole seconds until the next token, as servers send it (0 while one is left).
+        reset = 0 if remaining >= 1 else max(1, math.ceil((1.0 - bucket.tokens) / self.limit.rate))
+        quota = f"{self.limit.rate:g}"
+        return {
+            "RateLimit-Policy": f'"default";q={quota};w=1',
+            "RateLimit": f'"default";r={remaining};t={reset}',
+            "X-RateLimit-Limit": quota,
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(reset),
+        }
 
 
 def _frozen_rates(rates: Mapping[FaultKind, float]) -> Mapping[FaultKind, float]:
