@@ -59,7 +59,7 @@ def test_the_sync_client_works_in_an_ipython_kernel() -> None:
     ]
     errors = [o for cell in notebook.cells for o in cell.outputs if o.output_type == "error"]
     assert [] == errors
-    expected = FakeR9sAPI().records(1_714_521_600, 1_714_521_600 + 3 * 86_400)
+    expected = FakeR9sAPI().records_in(1_714_521_600, 1_714_521_600 + 3 * 86_400)
     assert [
         f"{sys.executable}\n",  # the kernel runs this interpreter, with this r9s_async
         f"{sum(r['tokens'] for r in expected)} {len(expected)}\n",
