@@ -516,11 +516,21 @@ def _backfill(
     return result
 
 
-def cmd_backfill(args: argparse.Namespace) -> int:
-    start, end = _half_open(args)
-    folder = os.path.dirname(os.path.abspath(args.db))
+def check_store_path(path: str) -> None:
+    """Refuse a ``--db`` that cannot become a store, naming the path and the cause, before
+    anything is sent."""
+    if os.path.isdir(path):
+        raise UsageError(f"--db: {path} is a folder; give the path of a file in it")
+    folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"--db: there is no folder {folder}")
+    if not os.path.exists(path) and not os.access(folder, os.W_OK):
+        raise UsageError(f"--db: cannot create {path}: no permission to write in {folder}")
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    start, end = _half_open(args)
+    check_store_path(args.db)
     client = _client(args, max_concurrency=args.max_concurrency)
     args.resume_hint = (
         f"the days stored so far are kept in {args.db}; run the same command again to resume"
@@ -1018,7 +1028,7 @@ def _advice(args: argparse.Namespace, exc: Exception) -> str:
     if isinstance(exc, AuthenticationError):
         return (
             "check R9S_API_KEY: it must be an active management key (sk_mg_...) of "
-            f"{_base_url(args)}"
+            f"{_base_url(args)} with the usage:read scope (balance:read for balances)"
         )
     if isinstance(exc, PermissionDeniedError):
         return (

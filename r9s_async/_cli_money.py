@@ -35,6 +35,7 @@ from ._cli import (
     _removed_if_left_empty,
     _time_options,
     account_name,
+    check_store_path,
     user_id,
 )
 from ._exceptions import R9sError
@@ -126,6 +127,8 @@ def _load_prices(path: str | None) -> PriceTable | None:
 
 
 def _open_store(path: str) -> UsageStore:
+    if os.path.isdir(path):
+        raise UsageError(f"--db: {path} is a folder, not a usage store")
     try:
         return UsageStore(path, create=False)
     except FileNotFoundError:
@@ -183,9 +186,7 @@ def _balance_document(balance: Balance, taken_at: int, account: Account) -> dict
 
 def cmd_balance(args: argparse.Namespace) -> int:
     if args.db is not None:
-        folder = os.path.dirname(os.path.abspath(args.db))
-        if not os.path.isdir(folder):
-            raise UsageError(f"--db: there is no folder {folder}")
+        check_store_path(args.db)
     client = _client(args)
     account = client.account
     if args.account_name is not None:
@@ -438,9 +439,7 @@ def _refresh(args: argparse.Namespace) -> Account:
         async with client:
             await client.backfill(start, now, db=args.db)
 
-    folder = os.path.dirname(os.path.abspath(args.db))
-    if not os.path.isdir(folder):
-        raise UsageError(f"--db: there is no folder {folder}")
+    check_store_path(args.db)
     with _removed_if_left_empty(args, None):
         asyncio.run(run())
     balance = _fetch_balance(_client(args))
