@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import io
 import json
 import logging
 import math
 import os
 import re
+import secrets
 import signal
 import sys
 import tempfile
@@ -23,19 +25,25 @@ from typing import IO, Any
 from . import __version__
 from ._async_client import AsyncClient
 from ._backfill import BackfillProgress, BackfillResult
-from ._config import check_user_id
+from ._config import check_user_id, resolve_base_url
 from ._exceptions import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
     ConfigurationError,
     MalformedResponseError,
+    PermissionDeniedError,
     R9sError,
+    RateLimitError,
+    ServerError,
     StoreConflictError,
     StoreError,
 )
-from ._models import UsageReport
+from ._models import Account, UsageReport
 from ._optional import import_optional
 from ._prices import PriceTable
 from ._store import UsageStore, check_account_name
-from ._times import DAY, to_half_open, to_unix
+from ._times import DAY, day_start, to_half_open, to_unix
 
 __all__ = ["main"]
 
@@ -45,9 +53,12 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 TIME_HELP = (
     "Times: 2025-01-01 (UTC midnight), an ISO 8601 date-time with an offset or Z "
     "(2025-01-01T12:00:00+02:00); a date-time without an offset is taken as UTC; "
-    "or Unix seconds (1735689600). Every range is half-open: --start counts, --end does not."
+    "Unix seconds (1735689600); now, today (today's UTC midnight), yesterday (yesterday's); "
+    "or a time before now: -90m, -12h, -30d, -2w (minutes, hours, days, weeks). "
+    "Every range is half-open: --start counts, --end does not."
 )
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_AGO = re.compile(r"-(\d+)([smhdw])")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
 _PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 _BAR_REDRAW_EVERY = 0.1
@@ -63,10 +74,23 @@ class UsageError(Exception):
 
 
 def parse_time(text: str) -> int | datetime:
-    """``2025-01-01``, ISO 8601 (naive = UTC) or Unix seconds, as the library takes them."""
+    """A time as the library takes it.
+
+    ``2025-01-01``, ISO 8601 (naive = UTC), Unix seconds, ``now``, ``today`` and ``yesterday``
+    (UTC midnights), or a time before now such as ``-30d`` or ``-12h``.
+    """
     value = text.strip()
     if value.isdigit():
         return int(value)
+    word = value.lower()
+    if word == "now":
+        return int(_now().timestamp())
+    if word in ("today", "yesterday"):
+        midnight = day_start(int(_now().timestamp()))
+        return midnight - (DAY if word == "yesterday" else 0)
+    ago = _AGO.fullmatch(word)
+    if ago is not None:
+        return int(_now().timestamp()) - int(ago[1]) * _UNITS[ago[2]]
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
@@ -75,7 +99,7 @@ def parse_time(text: str) -> int | datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a time: use 2025-01-01, an ISO 8601 date-time "
-            "(2025-01-01T12:00:00Z) or Unix seconds"
+            "(2025-01-01T12:00:00Z), Unix seconds, now, today, yesterday, or -30d, -12h, -90m"
         ) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
@@ -98,6 +122,36 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A duration > 0: seconds, or a number with s, m, h (``30``, ``1.5``, ``2m``)."""
+    seconds = parse_duration(text)
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration longer than 0s")
+    return seconds
+
+
+def positive_rate(text: str) -> float:
+    """A number of requests per second > 0 (``5``, ``0.5``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of requests per second > 0")
     return value
 
 
@@ -138,7 +192,13 @@ def _half_open(args: argparse.Namespace) -> tuple[int, int]:
         raise UsageError(f"--start/--end: {exc}") from None
 
 
+_CLIENT_FLAGS = ("timeout", "max_retries", "max_rate")
+
+
 def _client(args: argparse.Namespace, **options: Any) -> AsyncClient:
+    for name in _CLIENT_FLAGS:  # given flags win; the others keep the client's defaults
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
     if not os.environ.get("R9S_API_KEY"):
         raise ConfigurationError(
             "set R9S_API_KEY to your management key (it is never taken as an argument, "
@@ -153,13 +213,37 @@ def _client(args: argparse.Namespace, **options: Any) -> AsyncClient:
 # -- progress ---------------------------------------------------------------------------------
 
 
-class ProgressPrinter:
-    """Draws backfill progress on stderr: a bar on a terminal, else a line every few seconds."""
+def terminal_columns(stream: IO[str]) -> int:
+    """The width of the terminal ``stream`` draws on: ``$COLUMNS`` if set, else the
+    terminal's own, else 80."""
+    with contextlib.suppress(ValueError):
+        columns = int(os.environ.get("COLUMNS", ""))
+        if columns > 0:
+            return columns
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        return 80
 
-    def __init__(self, stream: IO[str], label: str, *, tty: bool | None = None) -> None:
+
+class ProgressPrinter:
+    """Draws backfill progress on stderr: a bar on a terminal, else a line every few seconds.
+
+    The bar never reaches the terminal's last column, so a redraw never wraps to a new line.
+    """
+
+    def __init__(
+        self,
+        stream: IO[str],
+        label: str,
+        *,
+        tty: bool | None = None,
+        columns: int | None = None,
+    ) -> None:
         self._stream = stream
         self._label = label
         self._tty = stream.isatty() if tty is None else tty
+        self._columns = columns
         self._started = time.monotonic()
         self._last_output = -math.inf
         self._drawn = False
@@ -194,7 +278,7 @@ class ProgressPrinter:
         return fetched / elapsed if elapsed > 0 and fetched else 0.0
 
     def _line(self, p: BackfillProgress, now: float) -> str:
-        text = f"{p.windows_done}/{p.windows_total} windows"
+        text = f"{p.windows_done}/{p.windows_total} days"
         if p.windows_skipped:
             text += f" ({p.windows_skipped} already stored)"
         text += f", {p.records:,} records, {p.tokens:,} tokens"
@@ -204,32 +288,33 @@ class ProgressPrinter:
             text += f", {p.retries} retries"
         rate = self._rate(p, now)
         if rate:
-            text += f", {rate:.1f} windows/s"
+            text += f", {rate:.1f} days/s"
         return text
 
     def _bar(self, p: BackfillProgress, now: float) -> str:
-        """One line of at most :data:`BAR_COLUMNS`: the bar, then the figures that fit."""
+        """One line shorter than the terminal: the bar, then the figures that fit."""
+        columns = (self._columns or terminal_columns(self._stream)) - 1
         rate = self._rate(p, now)
         left = p.windows_total - p.windows_done
         eta = _clock(left / rate) if rate and left else ("-" if left else "0:00")
         # (text, rank): the lowest ranks are dropped first when the line is too long.
         figures = [
-            (f"{p.windows_done}/{p.windows_total} windows", 9),
+            (f"{p.windows_done}/{p.windows_total} days", 9),
+            (f"{p.tokens:,} tokens", 7),
             (f"{p.records:,} records", 4),
-            (f"{p.requests:,} requests", 5),
+            (f"{p.requests:,} requests", 3),
             (f"{p.retries} retries" if p.retries else "", 6),
-            (f"{rate:.1f} windows/s", 1),
+            (f"{rate:.1f} days/s", 1),
             (f"ETA {eta}", 8),
         ]
         shown = [(text, rank) for text, rank in figures if text]
-        while len(shown) > 1 and len(_bar_text(_MIN_BAR, shown)) > BAR_COLUMNS:
+        while len(shown) > 1 and len(_bar_text(_MIN_BAR, shown)) > columns:
             shown.remove(min(shown, key=lambda figure: figure[1]))
-        width = max(_MIN_BAR, min(_MAX_BAR, BAR_COLUMNS - len(_bar_text(0, shown))))
+        width = max(_MIN_BAR, min(_MAX_BAR, columns - len(_bar_text(0, shown))))
         filled = width * p.windows_done // p.windows_total if p.windows_total else width
-        return _bar_text(width, shown, filled)
+        return _bar_text(width, shown, filled)[:columns]
 
 
-BAR_COLUMNS = 79  # the terminal's last column stays free, so the line never wraps
 _MIN_BAR, _MAX_BAR = 10, 24
 
 
@@ -322,7 +407,9 @@ def _output(path: str | None, *, binary: bool) -> Iterator[IO[Any]]:
             sys.stdout.flush()
         return
     folder = os.path.dirname(os.path.abspath(path))
-    fd, partial = tempfile.mkstemp(prefix=".r9s-usage-", suffix=".partial", dir=folder)
+    if not os.path.isdir(folder):
+        raise UsageError(f"--out: there is no folder {folder}")
+    fd, partial = _create_partial(folder)
     try:
         with open(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as file:
             yield file
@@ -331,6 +418,47 @@ def _output(path: str | None, *, binary: bool) -> Iterator[IO[Any]]:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
+
+
+def _create_partial(folder: str) -> tuple[int, str]:
+    """A new file in ``folder`` with the mode the user's umask gives (``mkstemp`` would make
+    it 0600), under a name no one else has."""
+    while True:
+        partial = os.path.join(folder, f".r9s-usage-{secrets.token_hex(8)}.partial")
+        try:
+            return os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), partial
+        except FileExistsError:
+            continue
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(args: argparse.Namespace, user_id: str | None) -> Iterator[None]:
+    """A store ``args.db`` this run creates is removed again if the run fails before storing
+    anything, so a bad key or an unreachable API leaves no empty file behind."""
+    path: str = args.db
+    if os.path.exists(path):
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        if _remove_if_empty(path, user_id):
+            args.resume_hint = f"nothing was stored, so {path} was not kept; run it again later"
+        raise
+
+
+def _remove_if_empty(path: str, user_id: str | None) -> bool:
+    try:
+        store = UsageStore(path, create=False)
+    except (OSError, StoreError):
+        return False
+    with store:
+        if store.windows(user_id=user_id) or store.balance_history():
+            return False
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+    return True
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -381,7 +509,7 @@ def _backfill(
         printer.close()
     retries = f", {result.retries} retries" if result.retries else ""
     print(
-        f"{label}: {result.windows_total} windows stored ({result.windows_fetched} fetched, "
+        f"{label}: {result.windows_total} days stored ({result.windows_fetched} fetched, "
         f"{result.windows_skipped} already complete), {result.records:,} records fetched "
         f"in {result.requests:,} requests{retries} in {time.monotonic() - started:.1f}s -> {db}",
         file=sys.stderr,
@@ -389,25 +517,36 @@ def _backfill(
     return result
 
 
-def cmd_backfill(args: argparse.Namespace) -> int:
-    start, end = _half_open(args)
-    folder = os.path.dirname(os.path.abspath(args.db))
+def check_store_path(path: str) -> None:
+    """Refuse a ``--db`` that cannot become a store, naming the path and the cause, before
+    anything is sent."""
+    if os.path.isdir(path):
+        raise UsageError(f"--db: {path} is a folder; give the path of a file in it")
+    folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"--db: there is no folder {folder}")
+    if not os.path.exists(path) and not os.access(folder, os.W_OK):
+        raise UsageError(f"--db: cannot create {path}: no permission to write in {folder}")
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    start, end = _half_open(args)
+    check_store_path(args.db)
     client = _client(args, max_concurrency=args.max_concurrency)
     args.resume_hint = (
-        f"the windows stored so far are kept in {args.db}; run the same command again to resume"
+        f"the days stored so far are kept in {args.db}; run the same command again to resume"
     )
     try:
-        _backfill(
-            client,
-            start,
-            end,
-            db=args.db,
-            user_id=args.user_id,
-            refresh_recent=args.refresh_recent,
-            account_name=args.account_name,
-        )
+        with _removed_if_left_empty(args, args.user_id):
+            _backfill(
+                client,
+                start,
+                end,
+                db=args.db,
+                user_id=args.user_id,
+                refresh_recent=args.refresh_recent,
+                account_name=args.account_name,
+            )
     except ValueError as exc:  # bad input found once the store is open: a taken name
         raise UsageError(str(exc)) from None
     from ._cli_money import record_balance_after_backfill
@@ -498,6 +637,9 @@ def cmd_exporter(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from importlib.resources import as_file, files
+
+    from ._cli_money import write_html_report
     from .testing import TEST_API_KEY, FakeR9sAPI
 
     today = _now().date()
@@ -505,31 +647,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = to_unix(first, "start")
     end = to_unix(last, "end")
     api = FakeR9sAPI(mode="events", latency=0.01)
-    with contextlib.ExitStack() as stack:
-        if args.db is None:
-            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="r9s-usage-demo-"))
-            db = os.path.join(folder, "usage.db")
-        else:
-            db = args.db
-            args.resume_hint = f"run `{PROG} demo --db {db}` again to resume"
-        base_url = stack.enter_context(api.serve_in_thread())
-        print(
-            f"{PROG} demo: a fake r9s API on {base_url.split('/api/')[0]} (loopback; no key "
-            "and no network needed)",
-            file=sys.stderr,
-        )
-        client = AsyncClient(TEST_API_KEY, base_url=base_url)
-        _backfill(client, start, end, db=db, user_id=None, refresh_recent=DAY)
+    # Without --db the usage goes to a new temporary folder; the report stays there after the
+    # store is removed, under a name no other user can take.
+    folder = None if args.db is not None else tempfile.mkdtemp(prefix="r9s-usage-demo-")
+    db = args.db if folder is None else os.path.join(folder, "usage.db")
+    page = args.html or (
+        os.path.join(folder, "report.html") if folder else os.path.splitext(db)[0] + ".html"
+    )
+    if folder is None:
+        args.resume_hint = f"run `{PROG} demo --db {db}` again to resume"
+    try:
+        with api.serve_in_thread() as base_url:
+            print(
+                f"{PROG} demo: a fake r9s API on {base_url.split('/api/')[0]} (loopback; no key "
+                "and no network needed)",
+                file=sys.stderr,
+            )
+            client = AsyncClient(TEST_API_KEY, base_url=base_url)
+            _backfill(
+                client, start, end, db=db, user_id=None, refresh_recent=DAY, account_name="demo"
+            )
+            balance_client = AsyncClient(TEST_API_KEY, base_url=base_url)
+
+            async def read_balance() -> Any:
+                async with balance_client:
+                    return await balance_client.balance()
+
+            balance = asyncio.run(read_balance())
         with UsageStore(db, create=False) as store:
+            account = Account(client.account.base_url, client.account.fingerprint, "demo")
+            store.record_balance(account, balance, taken_at=int(time.time()))
             by_model = store.tokens_by_model(start, end)
-        total = sum(by_model.values())
-        print(f"Usage {first} to {last - timedelta(days=1)} (90 UTC days): {total:,} tokens")
-        rows = [(m, t, f"{100 * t / total:.1f}%" if total else "-") for m, t in by_model.items()]
-        _write_table(sys.stdout, ["model", "tokens", "share"], [*rows, ("total", total, "")])
-        if args.db is None:
-            print(f"(stored in a temporary {db}, now removed; keep it with --db PATH)")
-        else:
-            print(f"Stored in {db}; try: {PROG} export --db {db} --format csv")
+            with as_file(files("r9s_async") / "example_prices.toml") as table:
+                prices = PriceTable.load(table)
+            write_html_report(store, page, start=start, end=end, prices=prices)
+    finally:
+        if folder is not None:
+            for name in ("usage.db", "usage.db-wal", "usage.db-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+    total = sum(by_model.values())
+    print(f"Usage {first} to {last - timedelta(days=1)} (90 UTC days): {total:,} tokens")
+    rows = [(m, t, f"{100 * t / total:.1f}%" if total else "-") for m, t in by_model.items()]
+    _write_table(sys.stdout, ["model", "tokens", "share"], [*rows, ("total", total, "")])
+    if folder is not None:
+        print(f"(stored in a temporary {db}, now removed; keep it with --db PATH)")
+    else:
+        print(f"Stored in {db}; try: {PROG} report --db {db} --by model")
+    print(
+        f"Report (priced with the example price table): {os.path.abspath(page)}\n"
+        "  open it in a browser; it is one self-contained file"
+    )
     return EXIT_OK
 
 
@@ -576,6 +744,27 @@ def _global_options(parser: argparse.ArgumentParser, *, api: bool, top: bool) ->
             metavar="URL",
             default=default,
             help="API root (default: $R9S_BASE_URL, else the public endpoint)",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=positive_seconds,
+            metavar="SECONDS",
+            default=default,
+            help="seconds one request may take, e.g. 30 or 2m (default: 30)",
+        )
+        parser.add_argument(
+            "--max-retries",
+            type=non_negative_int,
+            metavar="N",
+            default=default,
+            help="times a failed request is tried again; 0 never (default: 3)",
+        )
+        parser.add_argument(
+            "--max-rate",
+            type=positive_rate,
+            metavar="PER_SECOND",
+            default=default,
+            help="at most this many requests per second (default: no limit)",
         )
 
 
@@ -661,7 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration,
         default=float(DAY),
         metavar="DURATION",
-        help="fetch again windows that ended less than this long ago, since their usage may "
+        help="fetch again days that ended less than this long ago, since their usage may "
         "still change: seconds, or 30m, 12h, 1d, 1w (default: 1d)",
     )
     backfill.add_argument(
@@ -729,6 +918,12 @@ def build_parser() -> argparse.ArgumentParser:
         times=False,
     )
     demo.add_argument("--db", metavar="PATH", help="keep the SQLite file here (default: temporary)")
+    demo.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the HTML report here (default: beside --db, else report.html in a new "
+        "temporary folder)",
+    )
 
     fake = command(
         "serve-fake",
@@ -761,10 +956,25 @@ def _fail(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def _relative_times_joined(argv: Sequence[str]) -> list[str]:
+    """``--start -30d`` as ``--start=-30d``: argparse takes a value that starts with ``-``
+    (and is not a plain number) for an option."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] in _TIME_FLAGS and _AGO.fullmatch(arg.strip().lower()):
+            joined[-1] = f"{joined[-1]}={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
+_TIME_FLAGS = ("--start", "--end")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``r9s-usage``; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_relative_times_joined(sys.argv[1:] if argv is None else argv))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
     level = logger.level
@@ -780,11 +990,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        status = run(args)
+        sys.stdout.flush()  # here, so a reader gone away (`| head`) is caught below
+        return status
     except KeyboardInterrupt:
         hint = getattr(args, "resume_hint", "")
         print(f"{PROG}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): it has what it wanted, so this is no error. Point
+        # stdout at /dev/null so Python's own flush at exit does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     except (UsageError, ConfigurationError) as exc:
         _report(args, exc)
         return EXIT_USAGE
@@ -792,31 +1011,79 @@ def _run(args: argparse.Namespace) -> int:
         _report(args, exc)
         # A file that cannot be a store is a bad --db; a conflict is fixed by running again.
         return EXIT_FAILURE if isinstance(exc, StoreConflictError) else EXIT_USAGE
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, and keep Python from
-        # complaining again when it flushes stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_FAILURE
+    except OSError as exc:
+        _report(args, exc)
+        # A path that cannot be used (no such folder, permission denied) is a bad argument.
+        return EXIT_FAILURE if exc.filename is None else EXIT_USAGE
     except Exception as exc:
         _report(args, exc)
         return EXIT_FAILURE
 
 
-def _report(args: argparse.Namespace, exc: Exception) -> None:
-    """One line on stderr (R9sError text carries the request id); a traceback with --debug."""
-    if args.debug:
-        traceback.print_exception(exc, file=sys.stderr)
-    text = str(exc) if isinstance(exc, R9sError | UsageError) else f"{type(exc).__name__}: {exc}"
-    hint = getattr(args, "resume_hint", "")
-    unusable = isinstance(exc, StoreError) and not isinstance(exc, StoreConflictError)
+# Failures that a later run can get past; only these say "run the same command again".
+_TRANSIENT = (APIConnectionError, RateLimitError, ServerError, StoreConflictError)
+
+
+def _advice(args: argparse.Namespace, exc: Exception) -> str:
+    """What to do about ``exc``, by its kind; empty when its own text says it all."""
+    if isinstance(exc, AuthenticationError):
+        return (
+            "check R9S_API_KEY: it must be an active management key (sk_mg_...) of "
+            f"{_base_url(args)} with the usage:read scope (balance:read for balances)"
+        )
+    if isinstance(exc, PermissionDeniedError):
+        return (
+            "the key lacks a scope this needs: usage:read for usage and backfills, "
+            "balance:read for balances; give the key that scope or use another key"
+        )
+    if isinstance(exc, APITimeoutError):
+        return (
+            f"{_base_url(args)} did not answer in time: try again later or with a longer "
+            "--timeout; the API root comes from --base-url or R9S_BASE_URL"
+        )
+    if isinstance(exc, APIConnectionError):
+        return (
+            f"could not reach {_base_url(args)}: check the address (--base-url or "
+            "R9S_BASE_URL) and the network"
+        )
+    if isinstance(exc, RateLimitError):
+        return "the API limits this key's request rate: try later, or lower --max-rate"
     if isinstance(exc, MalformedResponseError):
         # Running again would meet the same answer: resuming cannot help.
-        text += (
-            "; the server's answer does not fit the API's schema, and running again would "
+        return (
+            "the server's answer does not fit the API's schema, and running again would "
             "meet the same answer: report it to r9s with the request id"
         )
-    elif hint and not unusable and not isinstance(exc, UsageError | ConfigurationError):
+    return ""
+
+
+def _base_url(args: argparse.Namespace) -> str:
+    try:
+        return str(resolve_base_url(getattr(args, "base_url", None)))
+    except ValueError:
+        return str(getattr(args, "base_url", None) or os.environ.get("R9S_BASE_URL"))
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, R9sError | UsageError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        cause = (exc.strerror or type(exc).__name__).lower()
+        return f"{exc.filename}: {cause}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _report(args: argparse.Namespace, exc: Exception) -> None:
+    """One line on stderr (R9sError text carries the request id) that says what to do; a
+    traceback with --debug."""
+    if args.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    text = _describe(exc)
+    advice = _advice(args, exc)
+    if advice:
+        text += f"; {advice}"
+    hint = getattr(args, "resume_hint", "")
+    if hint and isinstance(exc, _TRANSIENT):
         text += f"; {hint}"
     _fail(text)
 

@@ -25,16 +25,21 @@ from ._async_client import AsyncClient
 from ._budget import CheckResult, checks_document, exit_code, failure_text, webhook_payload
 from ._cli import (
     EXIT_OK,
+    PROG,
     UsageError,
     _client,
     _half_open,
     _iso,
     _now,
+    _output,
+    _removed_if_left_empty,
     _time_options,
     account_name,
+    check_store_path,
     user_id,
 )
 from ._exceptions import R9sError
+from ._html_report import render_html
 from ._models import Account, Balance
 from ._prices import ESTIMATE_NOTE, PriceTable, display_amount
 from ._report import (
@@ -43,6 +48,7 @@ from ._report import (
     FigureUnavailable,
     StoreReport,
     build_report,
+    report_data,
     resolve_account,
     run_checks,
 )
@@ -50,7 +56,7 @@ from ._store import UsageStore
 from ._times import DAY, day_start
 from ._transport import post_json
 
-__all__ = ["add_money_commands", "record_balance_after_backfill"]
+__all__ = ["add_money_commands", "record_balance_after_backfill", "write_html_report"]
 
 REFRESH_DAYS = 35
 """``check --refresh`` backfills this many days: the spike check's 29 and some slack."""
@@ -121,6 +127,8 @@ def _load_prices(path: str | None) -> PriceTable | None:
 
 
 def _open_store(path: str) -> UsageStore:
+    if os.path.isdir(path):
+        raise UsageError(f"--db: {path} is a folder, not a usage store")
     try:
         return UsageStore(path, create=False)
     except FileNotFoundError:
@@ -178,9 +186,7 @@ def _balance_document(balance: Balance, taken_at: int, account: Account) -> dict
 
 def cmd_balance(args: argparse.Namespace) -> int:
     if args.db is not None:
-        folder = os.path.dirname(os.path.abspath(args.db))
-        if not os.path.isdir(folder):
-            raise UsageError(f"--db: there is no folder {folder}")
+        check_store_path(args.db)
     client = _client(args)
     account = client.account
     if args.account_name is not None:
@@ -329,7 +335,50 @@ def report_document(report: StoreReport) -> dict[str, Any]:
     }
 
 
+def write_html_report(
+    store: UsageStore,
+    out_path: str,
+    *,
+    start: int | None,
+    end: int | None,
+    account: str | None = None,
+    user_id: str | None = None,
+    prices: PriceTable | None = None,
+) -> None:
+    """Write the store's HTML report to ``out_path``, atomically."""
+    try:
+        data = report_data(
+            store, start=start, end=end, account=account, user_id=user_id, prices=prices
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    page = render_html(data)
+    with _output(out_path, binary=False) as out:
+        out.write(page)
+
+
+def _html_report(args: argparse.Namespace) -> int:
+    if args.by:
+        raise UsageError("--html draws every view on one page; it takes no --by")
+    start, end = _half_open(args)  # checks the range; a missing --start/--end: the store's
+    prices = _load_prices(args.prices)
+    with _open_store(args.db) as store:
+        write_html_report(
+            store,
+            args.html,
+            start=None if args.start is None else start,
+            end=None if args.end is None else end,
+            account=args.account,
+            user_id=args.user_id,
+            prices=prices,
+        )
+    print(f"{PROG} report: wrote {os.path.abspath(args.html)}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.html is not None:
+        return _html_report(args)
     start, end = _half_open(args)
     prices = _load_prices(args.prices)
     with _open_store(args.db) as store:
@@ -390,10 +439,9 @@ def _refresh(args: argparse.Namespace) -> Account:
         async with client:
             await client.backfill(start, now, db=args.db)
 
-    folder = os.path.dirname(os.path.abspath(args.db))
-    if not os.path.isdir(folder):
-        raise UsageError(f"--db: there is no folder {folder}")
-    asyncio.run(run())
+    check_store_path(args.db)
+    with _removed_if_left_empty(args, None):
+        asyncio.run(run())
     balance = _fetch_balance(_client(args))
     with UsageStore(args.db, create=False) as store:
         store.record_balance(account, balance, taken_at=int(time.time()))
@@ -555,6 +603,12 @@ def add_money_commands(command: Command) -> None:
         "--prices",
         metavar="FILE",
         help="a TOML price table: adds estimated costs, and the burn rate comes from them",
+    )
+    report.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write one self-contained HTML page (charts and tables; opens offline) instead; "
+        "without --start/--end it covers the stored days, so the same store gives the same file",
     )
 
     check = command(

@@ -8,7 +8,7 @@ output (an HTML page) can be built from the same ``StoreReport``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Literal
 
@@ -28,10 +28,11 @@ from ._budget import (
     runway_days,
     spike,
 )
+from ._html_report import BalancePoint, DayUsage, MemberUsage, ModelUsage, ReportData
 from ._models import Account, BalanceSnapshot
 from ._prices import _EXACT, PriceTable
-from ._store import UsageStore
-from ._times import to_unix
+from ._store import StoredWindow, UsageStore
+from ._times import to_unix, utc_day
 
 __all__ = [
     "GROUPS",
@@ -41,6 +42,7 @@ __all__ = [
     "ReportRow",
     "StoreReport",
     "build_report",
+    "report_data",
     "resolve_account",
     "run_checks",
 ]
@@ -407,3 +409,115 @@ def _day_tokens(store: UsageStore, account: Account, first: date, end: date) -> 
     return store.tokens_by_day(
         to_unix(first, "start"), to_unix(end, "end"), account=account.fingerprint
     )
+
+
+# -- the HTML report --------------------------------------------------------------------------
+
+
+def report_data(
+    store: UsageStore,
+    *,
+    start: int | None,
+    end: int | None,
+    account: str | None = None,
+    user_id: str | None = None,
+    prices: PriceTable | None = None,
+) -> ReportData:
+    """The HTML report's figures for ``[start, end)``, from the same ``build_report()`` as the
+    table, and nothing but the store: the same store gives the same page.
+
+    Args:
+        store: The store to read.
+        start: First second; ``None`` for the first stored day.
+        end: First second not included; ``None`` for the end of the last stored day (not
+            "now", which would change the page every day).
+        account: An account's name or fingerprint; ``None`` for every account.
+        user_id: A member's backfill; ``None`` for the organisation's own rows.
+        prices: Adds estimated costs, and makes the burn rate come from prices.
+
+    Returns:
+        The figures, "as of" the newest day stored: the runway counts from that day.
+
+    Raises:
+        ValueError: No such account, or no stored day in the range.
+    """
+    accounts = resolve_account(store, account)
+    windows = [
+        w
+        for a in accounts
+        for w in store.windows(user_id=user_id, account=a.fingerprint)
+        if (start is None or w.end > start) and (end is None or w.start < end)
+    ]
+    if not windows:
+        raise ValueError(f"{store.path} holds no stored day in that range: run a backfill first")
+    first = start if start is not None else min(w.start for w in windows)
+    last = end if end is not None else max(w.end for w in windows)
+    as_of = _as_of(store, accounts, windows)
+
+    def figures(by: Sequence[str]) -> StoreReport:
+        return build_report(
+            store,
+            start=first,
+            end=last,
+            by=by,
+            account=account,
+            user_id=user_id,
+            prices=prices,
+            today=as_of.date(),
+        )
+
+    whole, per_model = figures(()), figures(("model",))
+    recent = {w.day for w in windows if w.status == "recent"}
+    days: dict[date, dict[str, int]] = {}
+    for row in figures(("day", "model")).rows:
+        day_text, model = (str(value) for value in row.key)
+        days.setdefault(date.fromisoformat(day_text), {})[model] = row.tokens
+    one = accounts[0] if len(accounts) == 1 else None
+    history = [] if one is None else store.balance_history(account=one.fingerprint)
+    if len(history) < 2:  # one reading draws no line; the headline shows it
+        history = []
+    balance = whole.balance
+    return ReportData(
+        title=f"Usage of {one.label}" if one is not None else f"Usage of {len(accounts)} accounts",
+        start=utc_day(first),
+        end=utc_day(last - 1) + timedelta(days=1),
+        as_of=as_of,
+        currency=whole.currency or (balance.currency if balance is not None else None),
+        total_tokens=whole.total_tokens,
+        estimated_cost=whole.total_cost,
+        unpriced_tokens=whole.unpriced_tokens,
+        balance=None if balance is None else balance.balance,
+        credit_limit=None if balance is None else balance.credit_limit,
+        runway_days=whole.runway_days,
+        runway_note=_runway_note(whole),
+        days=[DayUsage(day, tokens, day in recent) for day, tokens in days.items()],
+        # A model none of whose tokens is priced has no cost: the page says "unpriced".
+        models=[ModelUsage(str(row.key[0]), row.tokens, row.cost) for row in per_model.rows],
+        members=[
+            MemberUsage(str(row.key[0]), row.key[1], row.tokens, row.cost, row.unpriced_tokens)
+            for row in figures(("account",)).rows
+        ],
+        balance_history=[
+            BalancePoint(datetime.fromtimestamp(s.taken_at, tz=UTC), s.balance) for s in history
+        ],
+    )
+
+
+def _as_of(
+    store: UsageStore, accounts: Sequence[Account], windows: Sequence[StoredWindow]
+) -> datetime:
+    """The newest time a stored day was fetched or a balance read: what the page is "as of"."""
+    newest = max(w.fetched_at for w in windows)
+    for a in accounts:
+        newest = max([newest, *(s.taken_at for s in store.balance_history(account=a.fingerprint))])
+    return datetime.fromtimestamp(newest, tz=UTC)
+
+
+def _runway_note(report: StoreReport) -> str | None:
+    if report.runway_days is None:
+        return report.runway_note
+    burn = report.burn
+    if burn is None or burn.per_day is None:
+        return None
+    source = "estimated costs" if burn.source == "prices" else "balance snapshots"
+    return f"at the burn rate of {burn.first_day} to {burn.last_day}, from {source}"

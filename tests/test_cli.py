@@ -9,9 +9,11 @@ import io
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
+import termios
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from importlib.metadata import entry_points
@@ -81,7 +83,7 @@ def test_times_are_dates_iso_8601_or_unix_seconds_and_naive_means_utc(
     assert isinstance(value, int) or value.tzinfo is not None
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2024-13-01", "-5", "1.5", ""])
+@pytest.mark.parametrize("text", ["tomorrow", "2024-13-01", "-5", "1.5", "", "-3y", "+3d"])
 def test_anything_else_is_not_a_time(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="not a time"):
         parse_time(text)
@@ -285,7 +287,24 @@ def test_an_api_failure_exits_1_with_one_line_carrying_the_request_id(
         assert wrong_key not in output
 
 
-def test_a_failed_backfill_exits_1_and_says_how_to_resume(
+def test_a_backfill_failed_by_the_server_exits_1_and_says_how_to_resume(
+    api: FakeR9sAPI, env: dict[str, str], tmp_path: Path
+) -> None:
+    api.add_fault(Fault.error(503, "busy"), path="/usage", start_time=D0 + 2 * DAY)
+    db = tmp_path / "usage.db"
+
+    days = ["--start", "2024-10-04", "--end", "2024-10-08"]
+
+    done = r9s("backfill", *days, "--db", str(db), "--max-retries", "0", env=env)
+
+    assert 1 == done.returncode
+    last = done.stderr.splitlines()[-1]
+    assert "HTTP 503: busy (request id FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF)" in last
+    hint = f"the days stored so far are kept in {db}; run the same command again to resume"
+    assert last.endswith(hint)
+
+
+def test_a_backfill_refused_as_a_bad_request_does_not_say_to_run_it_again(
     api: FakeR9sAPI, env: dict[str, str], tmp_path: Path
 ) -> None:
     api.add_fault(Fault.error(400, "bad window"), path="/usage", start_time=D0 + 2 * DAY)
@@ -295,8 +314,8 @@ def test_a_failed_backfill_exits_1_and_says_how_to_resume(
 
     assert 1 == done.returncode
     last = done.stderr.splitlines()[-1]
-    assert "HTTP 400: bad window (request id FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF)" in last
-    assert "run the same command again to resume" in last
+    assert last.endswith("HTTP 400: bad window (request id FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF)")
+    assert "again" not in last
 
 
 # -- backfill and export ----------------------------------------------------------------------
@@ -316,10 +335,10 @@ def test_backfill_then_export_gives_the_records_of_the_half_open_range(
     assert 0 == done.returncode, done.stderr
     assert "" == done.stdout
     lines = done.stderr.splitlines()
-    assert lines[0].endswith(": 0/5 windows, 0 records, 0 tokens")  # plain lines: not a terminal
-    assert "5/5 windows, 20 records" in lines[-2]
-    assert "5 windows stored (5 fetched, 0 already complete)" in lines[-1]
-    assert "5 windows stored (0 fetched, 5 already complete)" in again.stderr
+    assert lines[0].endswith(": 0/5 days, 0 records, 0 tokens")  # plain lines: not a terminal
+    assert "5/5 days, 20 records" in lines[-2]
+    assert "5 days stored (5 fetched, 0 already complete)" in lines[-1]
+    assert "5 days stored (0 fetched, 5 already complete)" in again.stderr
     with Client(TEST_API_KEY, base_url=env["R9S_BASE_URL"]) as client:
         fp = client.account.fingerprint
     expected = [
@@ -409,12 +428,16 @@ def test_ctrl_c_stops_a_backfill_cleanly_and_a_rerun_resumes(
     _, stderr = process.communicate(timeout=30)
 
     assert 130 == process.returncode
-    assert "interrupted; the windows stored so far are kept in" in stderr
-    assert "run the same command again to resume" in stderr
     assert "Traceback" not in stderr
-    with UsageStore(db) as store:
-        kept = len(store.windows())
-        assert truth(api, D0, D0 + kept * DAY) == list(store.iter_records())
+    if not db.exists():  # interrupted before a day was stored: no empty file is left behind
+        assert f"interrupted; nothing was stored, so {db} was not kept" in stderr
+        kept = 0
+    else:
+        assert f"interrupted; the days stored so far are kept in {db}" in stderr
+        assert "run the same command again to resume" in stderr
+        with UsageStore(db) as store:
+            kept = len(store.windows())
+            assert truth(api, D0, D0 + kept * DAY) == list(store.iter_records())
     assert kept <= 5
 
     api.clear_faults()
@@ -445,11 +468,14 @@ def test_demo_needs_no_key_and_prints_a_summary_per_model(tmp_path: Path) -> Non
         assert f"{sum(store.tokens_by_model().values()):,}" == lines[7].split()[1]
 
 
-def test_demo_draws_a_progress_bar_on_a_terminal() -> None:
+@pytest.mark.parametrize("columns", [80, 60])
+def test_demo_draws_a_progress_bar_that_fits_the_terminal(columns: int) -> None:
     controller, terminal = pty.openpty()
+    termios.tcsetwinsize(terminal, (24, columns))
+    env = {k: v for k, v in clean_env().items() if k != "COLUMNS"}  # the terminal's own width
     process = subprocess.Popen(
         [sys.executable, "-m", "r9s_async", "demo"],
-        env=clean_env(),
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=terminal,
@@ -468,8 +494,10 @@ def test_demo_draws_a_progress_bar_on_a_terminal() -> None:
     stdout = process.communicate(timeout=60)[0]
 
     assert 0 == process.returncode
-    assert b"\r[########################] 90/90 windows" in screen
-    assert b"ETA" in screen
+    redraws = [part.split(b"\x1b[K")[0] for part in screen.split(b"\r") if part.startswith(b"[")]
+    assert len(redraws) >= 2
+    assert all(len(line) <= columns - 1 for line in redraws), redraws
+    assert re.match(rb"\[#+\] 90/90 days  [\d,]+ tokens", redraws[-1]), redraws[-1]
     assert b"model" in stdout
 
 
@@ -547,7 +575,7 @@ def test_export_filters_by_account_name_and_an_unknown_account_exits_2(
     unknown = r9s("export", "--db", str(db), "--format", "csv", "--account", "nope")
 
     assert (0, 0, 0) == (named.returncode, second.returncode, only_prod.returncode), second.stderr
-    assert "2 windows stored (2 fetched, 0 already complete)" in second.stderr
+    assert "2 days stored (2 fetched, 0 already complete)" in second.stderr
     rows = list(csv.reader(io.StringIO(only_prod.stdout)))[1:]
     expected = [
         [str(r.timestamp), r.model, str(r.tokens), "prod", ""] for r in truth(api, D0, D0 + 2 * DAY)
@@ -602,30 +630,44 @@ def test_usage_and_export_agree_to_the_token_for_the_same_start_and_end(
 @pytest.mark.parametrize(
     ("progress", "shown"),
     [
-        (BackfillProgress(3, 31, 0, 1_234, 99_999, 0, 5), ["3/31 windows", "5 requests", "ETA"]),
+        (BackfillProgress(3, 31, 0, 1_234, 99_999, 0, 5), ["3/31 days", "5 requests", "ETA"]),
         (
             BackfillProgress(1_000, 3_650, 0, 12_345_678, 10**12, 12, 40_000),
-            ["1000/3650 windows", "40,000 requests", "12 retries", "ETA"],
+            ["1000/3650 days", "12 retries", "ETA"],
         ),
     ],
 )
-def test_the_progress_bar_shows_requests_and_fits_in_80_columns(
-    progress: BackfillProgress, shown: list[str]
+@pytest.mark.parametrize("columns", [40, 60, 80, 132])
+def test_the_progress_bar_shows_days_and_tokens_and_stays_off_the_last_column(
+    progress: BackfillProgress, shown: list[str], columns: int
 ) -> None:
     out = io.StringIO()
-    printer = ProgressPrinter(out, "backfill", tty=True)
+    printer = ProgressPrinter(out, "backfill", tty=True, columns=columns)
 
     printer(progress)
 
     line = out.getvalue().removeprefix("\r").removesuffix("\x1b[K")
-    assert len(line) < 80
-    assert all(text in line for text in shown)
+    assert len(line) <= columns - 1
+    assert "\n" not in line
+    assert shown[0] in line
+    if columns >= 80:
+        assert all(text in line for text in shown)
+        assert f"{progress.tokens:,} tokens" in line
 
 
-def test_the_plain_progress_line_counts_requests_apart_from_windows() -> None:
+def test_the_bar_reads_the_width_from_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "50")
+    out = io.StringIO()
+
+    ProgressPrinter(out, "backfill", tty=True)(BackfillProgress(3, 31, 0, 1_234, 99_999, 0, 5))
+
+    assert 49 >= len(out.getvalue().removeprefix("\r").removesuffix("\x1b[K"))
+
+
+def test_the_plain_progress_line_counts_requests_apart_from_days() -> None:
     out = io.StringIO()
     printer = ProgressPrinter(out, "backfill", tty=False)
 
     printer(BackfillProgress(2, 2, 0, 10, 100, 1, 9))
 
-    assert "backfill: 2/2 windows, 10 records, 100 tokens, 9 requests, 1 retries" in out.getvalue()
+    assert "backfill: 2/2 days, 10 records, 100 tokens, 9 requests, 1 retries" in out.getvalue()

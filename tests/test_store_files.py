@@ -221,6 +221,7 @@ def read_only_store() -> Iterator[Path]:
 READ_AS_ANOTHER_USER = """
 import os, sys
 from r9s_async._cli import main  # imported while still root: nobody cannot read the venv
+import r9s_async._cli_money
 if os.geteuid() == 0:  # root ignores permission bits: read as nobody, who has only them
     os.setgid(65534)
     os.setuid(65534)
@@ -230,22 +231,31 @@ except PermissionError:
     pass
 else:
     sys.exit("the folder is writable")
-sys.exit(main(["export", "--db", sys.argv[1], "--format", "jsonl"]))
+sys.exit(main([sys.argv[2], "--db", sys.argv[1], *sys.argv[3:]]))
 """
 
 
-def test_a_store_on_read_only_media_can_be_exported(read_only_store: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["export", "--format", "jsonl"], '"account": "prod"'),
+        (["report", "--by", "model"], "total      12"),
+        (["report", "--by", "account", "--format", "json"], '"total_tokens": 12'),
+    ],
+)
+def test_a_store_on_read_only_media_can_be_exported_and_reported(
+    read_only_store: Path, command: list[str], shown: str
+) -> None:
     before = digest(read_only_store)
 
     done = subprocess.run(
-        [sys.executable, "-c", READ_AS_ANOTHER_USER, str(read_only_store)],
+        [sys.executable, "-c", READ_AS_ANOTHER_USER, str(read_only_store), *command],
         capture_output=True,
         text=True,
         timeout=60,
     )
 
     assert 0 == done.returncode, done.stderr
-    assert 2 == len(done.stdout.splitlines())
-    assert '"account": "prod"' in done.stdout
+    assert shown in done.stdout
     assert before == digest(read_only_store)
     assert ["usage.db"] == [p.name for p in read_only_store.parent.iterdir()]
