@@ -95,16 +95,21 @@ def test_the_pure_core_imports_no_asyncio() -> None:
     assert [] == uses_asyncio
 
 
-# Owned by other work (AsyncClient is split next): held where it is, not grown.
-KNOWN_LONG = {"r9s_async._async_client.AsyncClient": 363}
-
-
-def test_no_class_is_over_about_350_lines() -> None:
-    long = {
+def class_lengths() -> dict[str, int]:
+    return {
         f"{name}.{node.name}": (node.end_lineno or 0) - node.lineno + 1
         for name, path in MODULES.items()
         for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.ClassDef) and (node.end_lineno or 0) - node.lineno + 1 > 360
+        if isinstance(node, ast.ClassDef)
     }
 
-    assert [] == [name for name in long if long[name] > KNOWN_LONG.get(name, 360)]
+
+def test_no_class_is_over_about_350_lines() -> None:
+    lengths = class_lengths()
+
+    assert {} == {name: length for name, length in lengths.items() if length > 360}
+
+
+def test_the_async_client_is_a_thin_face_of_about_300_lines() -> None:
+    # Settings, lifecycle, the public methods; the attempt loop is _attempts.py's.
+    assert class_lengths()["r9s_async._async_client.AsyncClient"] <= 320

@@ -56,7 +56,7 @@ async def test_with_rate_limit_headers_only_the_first_burst_is_answered_429() ->
         started = loop.time()
         report = await client.usage(D0, D0 + days * DAY)
         elapsed = loop.time() - started
-        announced = client._throttle.announced
+        announced = client._attempts.throttle.announced
 
     first = api.requests[0].received_at
     late_429s = [r for r in api.requests if r.fault == "rate_limit" and r.received_at > first + 0.5]
@@ -182,7 +182,10 @@ async def test_a_429_saying_retry_after_0_neither_pauses_nor_slows_the_client(
     async with make_client(base_url) as client:
         await client.usage(D0, D0 + 4 * DAY)
 
-        assert (None, 0.0) == (client._throttle.rate, client._throttle.paused(0.0))
+        assert (None, 0.0) == (
+            client._attempts.throttle.rate,
+            client._attempts.throttle.paused(0.0),
+        )
 
 
 # -- the throttle by itself: the rules the runs above showed a need for -----------------------
