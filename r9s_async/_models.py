@@ -45,7 +45,7 @@ class Account:
         return self.name or self.fingerprint
 
 
-@frozen
+@frozen(weakref_slot=False)  # millions of them are held: 8 bytes each is worth it
 class UsageRecord:
     """One usage record as the API reports it.
 
