@@ -1,4 +1,5 @@
-"""Sessions a newcomer can guess: tests, lint, typecheck, docs, bench, dlt, dagster."""
+"""Sessions a newcomer can guess: tests, tests_speedups, lint, typecheck, docs, bench, dlt,
+dagster."""
 
 from __future__ import annotations
 
@@ -25,6 +26,20 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def tests_speedups(session: nox.Session) -> None:
+    """The test suite with the speedups extra (msgspec): both decoders, compared."""
+    session.install("-e", ".[test,speedups]")
+    # Fails here, not silently in pure mode, if msgspec did not install or import.
+    session.run(
+        "python",
+        "-c",
+        "from r9s_async._speedups import speedups_enabled; "
+        "assert speedups_enabled(), 'msgspec is not used'",
+    )
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "--no-cov", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff")
@@ -35,7 +50,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and this file."""
-    session.install("-e", ".[dlt-test]", "mypy", "nox")
+    session.install("-e", ".[dlt-test,speedups]", "mypy", "nox")
     session.run("mypy", "--strict")
 
 
@@ -60,8 +75,11 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """The benchmark suite against its peers (`nox -s bench -- --quick` for a short run)."""
-    session.install(".", "requests")
+    """The benchmark suite against its peers (`nox -s bench -- --quick` for a short run).
+
+    The speedups extra is installed; the parse rows run with and without it in one process.
+    """
+    session.install(".[speedups]", "requests")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

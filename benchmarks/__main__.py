@@ -13,7 +13,7 @@ import aiohttp
 
 import r9s_async
 
-from . import latency, memory, parse, sync_facade
+from . import latency, memory, parse, rate_limit, sync_facade
 from ._harness import Options, Report, pin_client, section
 
 BENCHMARKS: dict[str, Callable[[Options], Report]] = {
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, Callable[[Options], Report]] = {
     "parse": parse.run,
     "memory": memory.run,
     "sync": sync_facade.run,
+    "rate_limit": rate_limit.run,
 }
 
 

@@ -48,6 +48,29 @@ async def client_iter_usage(url: str, days: int) -> tuple[int, int]:
     return records, tokens
 
 
+async def client_usage(url: str, days: int) -> tuple[int, int]:
+    """``usage()``: every record held at once, in one report."""
+    async with r9s_async.AsyncClient(API_KEY, base_url=url) as client:
+        report = await client.usage(START, START + days * DAY)
+    return len(report.records), report.total_tokens
+
+
+async def aiohttp_hold(url: str, days: int) -> tuple[int, int]:
+    """A hand-written loop that keeps every record, as the dicts ``json.loads`` made."""
+    held: list[dict[str, Any]] = []
+    tokens = 0
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for day in range(days):
+            start = START + day * DAY
+            params = {"start_time": str(start), "end_time": str(start + DAY)}
+            async with session.get(f"{url}/usage", params=params) as response:
+                data: dict[str, Any] = json.loads(await response.read())["data"]
+            held += data["records"]
+            tokens += data["total_tokens"]
+    return len(held), tokens
+
+
 async def client_balance(url: str, days: int) -> tuple[int, int]:
     """The floor: the same imports and one request, nothing held."""
     async with r9s_async.AsyncClient(API_KEY, base_url=url) as client:
@@ -72,6 +95,8 @@ async def aiohttp_loop(url: str, days: int) -> tuple[int, int]:
 
 CONTENDERS = {
     "client": client_iter_usage,
+    "usage": client_usage,
+    "hold": aiohttp_hold,
     "floor": client_balance,
     "aiohttp": aiohttp_loop,
 }
@@ -79,6 +104,10 @@ CONTENDERS = {
 
 def main() -> None:
     name, url, days = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if os.environ.get("R9S_BENCH_DECODER") == "pure":
+        from r9s_async import _speedups
+
+        _speedups._decoder = None  # the pure decoder, as without the speedups extra
     after_imports = _status_mib("VmRSS")
     wall, cpu = time.perf_counter(), time.process_time()
     records, tokens = asyncio.run(CONTENDERS[name](url, days))

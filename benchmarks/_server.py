@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from r9s_async.testing import FakeR9sAPI
+from r9s_async.testing import FakeR9sAPI, RateLimit
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -36,6 +36,9 @@ def _parse_args() -> argparse.Namespace:
         "server's JSON encoding does not compete with the client on a 2-core machine "
         "(only without latency: a cached answer skips the fake's handler)",
     )
+    parser.add_argument("--rate", type=float, default=0.0, help="RateLimit rate (0: none)")
+    parser.add_argument("--burst", type=int, default=1)
+    parser.add_argument("--rate-headers", action="store_true", help="announce the limit")
     parser.add_argument("--cpu", type=int, default=-1, help="pin to this CPU (-1: do not pin)")
     return parser.parse_args()
 
@@ -65,7 +68,10 @@ async def _serve(api: FakeR9sAPI, cache_bodies: bool) -> None:
         app.middlewares.append(_body_cache())
 
     async def stats(_: web.Request) -> web.Response:
-        return web.json_response({"requests": len(api.requests), "connections": api.connections})
+        limited = sum(1 for r in api.requests if r.fault == "rate_limit")
+        return web.json_response(
+            {"requests": len(api.requests), "connections": api.connections, "limited": limited}
+        )
 
     async def reset(_: web.Request) -> web.Response:
         api.requests.clear()
@@ -99,6 +105,7 @@ def main() -> None:
         latency=args.latency,
         latency_per_day=args.latency_per_day,
         end_inclusive=not args.end_exclusive,
+        rate_limit=RateLimit(args.rate, args.burst, args.rate_headers) if args.rate else None,
         **models,
     )
     asyncio.run(_serve(api, args.cache_bodies))

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 import r9s_async
+from r9s_async import _speedups
 from r9s_async.testing import TEST_API_KEY
 
 from ._harness import (
@@ -19,6 +20,7 @@ from ._harness import (
     Goal,
     Options,
     Report,
+    Row,
     Run,
     repeat,
     seconds,
@@ -71,6 +73,34 @@ async def _client_iter_usage(base_url: str, days: int) -> tuple[int, int]:
     return records, tokens
 
 
+async def _usage_report(base_url: str, days: int) -> r9s_async.UsageReport:
+    async with r9s_async.AsyncClient(
+        TEST_API_KEY, base_url=base_url, max_concurrency=CONCURRENCY
+    ) as client:
+        return await client.usage(START, START + days * DAY)
+
+
+def obvious_program(base_url: str, days: int) -> tuple[int, int]:
+    """What users write: the main coroutine returns the report, ``asyncio.run`` hands it
+    over (in the main thread, where ``asyncio.run`` installs its SIGINT handler)."""
+    report = asyncio.run(_usage_report(base_url, days))
+    return len(report.records), report.total_tokens
+
+
+def decoder(name: str, work: Callable[[], Run]) -> Callable[[], Run]:
+    """``work`` with the msgspec decoder (``speedups``) or the pure one (``pure``)."""
+    fast = _speedups._decoder
+
+    def measure() -> Run:
+        _speedups._decoder = fast if name == "speedups" else None
+        try:
+            return work()
+        finally:
+            _speedups._decoder = fast
+
+    return measure
+
+
 def client_sync(base_url: str, days: int) -> Run:
     def work() -> tuple[int, int]:
         with r9s_async.Client(
@@ -83,7 +113,14 @@ def client_sync(base_url: str, days: int) -> Run:
 
 
 PEER = "aiohttp + json.loads, plain dicts, semaphore 8"
-CLIENT = "r9s_async AsyncClient.usage"
+USAGE = "r9s_async AsyncClient.usage"
+ITER = "r9s_async AsyncClient.iter_usage"
+OBVIOUS = "r9s_async `report = asyncio.run(main())`"
+
+
+def _spread(row: Row) -> float:
+    times = [r.seconds for r in row.runs]
+    return max(times) - min(times)
 
 
 def run(options: Options) -> Report:
@@ -93,15 +130,24 @@ def run(options: Options) -> Report:
         options, mode="events", events_per_day=EVENTS_PER_DAY, cache_bodies=True
     ) as server:
         url = server.base_url
+        paths = ["speedups", "pure"] if _speedups.speedups_enabled() else ["pure"]
         contenders: dict[str, Callable[[], Run]] = {
             PEER: lambda: plain_dicts(url, days, CONCURRENCY),
             "aiohttp + json.loads, plain dicts, sequential": lambda: plain_dicts(url, days, 1),
-            CLIENT: lambda: timed(lambda: asyncio.run(_client_usage(url, days))),
-            "r9s_async AsyncClient.iter_usage": lambda: timed(
-                lambda: asyncio.run(_client_iter_usage(url, days))
-            ),
-            "r9s_async Client.usage (sync facade)": lambda: client_sync(url, days),
         }
+        for path in paths:
+            contenders[f"{USAGE} ({path})"] = decoder(
+                path, lambda: timed(lambda: asyncio.run(_client_usage(url, days)))
+            )
+            contenders[f"{ITER} ({path})"] = decoder(
+                path, lambda: timed(lambda: asyncio.run(_client_iter_usage(url, days)))
+            )
+            contenders[f"{OBVIOUS} ({path})"] = decoder(
+                path, lambda: timed(lambda: obvious_program(url, days))
+            )
+        contenders[f"r9s_async Client.usage (sync facade, {paths[0]})"] = lambda: client_sync(
+            url, days
+        )
         # Warm-up, untimed: the server generates and caches every answer once.
         plain_dicts(url, days, CONCURRENCY)
         asyncio.run(_client_usage(url, days))
@@ -109,13 +155,20 @@ def run(options: Options) -> Report:
         rows = repeat(contenders, times)
         server_cpu = (server.cpu_seconds() - server_cpu) / (times * len(contenders))
     peer = rows[0]
-    client = next(row for row in rows if row.name == CLIENT)
+    by_name = {row.name: row for row in rows}
+    best = paths[0]
+    client = by_name[f"{USAGE} ({best})"]
+    pure = by_name[f"{USAGE} (pure)"]
+    ratios = {
+        name: row.median / peer.median for name, row in by_name.items() if name.startswith("r9s")
+    }
     body = [
         [
             row.name,
             seconds(row.median),
             seconds(row.best),
             f"{row.median / peer.median:.2f}x",
+            f"{_spread(row) / row.median:.0%}",
             f"{row.median / row.records * 1e6:.2f}",
             f"{row.cpu_median / row.records * 1e6:.2f}",
             f"{row.records:,}",
@@ -130,15 +183,41 @@ def run(options: Options) -> Report:
             f"{server_cpu * 1000:.0f} ms), median of {times}. *us/record* is wall time; *CPU "
             "us/record* is the client process's CPU. The peer returns unchecked dicts; this "
             "client returns validated attrs records, owned by their window, in time order (the "
-            "peer's extra records are the next day's midnight records, counted twice)."
+            "peer's extra records are the next day's midnight records, counted twice). "
+            "*(speedups)* rows decode with msgspec (the `speedups` extra), *(pure)* rows "
+            "without it, in the same process; *spread* is (worst - best) / median."
         ),
         table=table(
-            ["contender", "median", "best", "x peer", "us/record", "CPU us/record", "records"],
+            [
+                "contender",
+                "median",
+                "best",
+                "x peer",
+                "spread",
+                "us/record",
+                "CPU us/record",
+                "records",
+            ],
             body,
         ),
-        goals=[Goal("parse-bound: AsyncClient.usage / peer", client.median / peer.median, 2.0)],
+        goals=[
+            Goal(
+                f"parse-bound: AsyncClient.usage ({best}) / peer", ratios[f"{USAGE} ({best})"], 1.0
+            ),
+            Goal(
+                f"parse-bound: AsyncClient.iter_usage ({best}) / peer",
+                ratios[f"{ITER} ({best})"],
+                0.75,
+            ),
+            Goal(
+                f"parse-bound: `report = asyncio.run(main())` ({best}) / peer",
+                ratios[f"{OBVIOUS} ({best})"],
+                1.0,
+            ),
+            Goal("parse-bound: AsyncClient.usage (pure) / peer", pure.median / peer.median, 2.0),
+        ],
         notes=[
-            f"parse-bound, CPU time of the client process: AsyncClient.usage / peer: "
+            f"parse-bound, CPU time of the client process: AsyncClient.usage ({best}) / peer: "
             f"{client.cpu_median / peer.cpu_median:.2f}x; "
             f"{client.median / client.records * 1e6:.2f} us per record (wall)"
         ],

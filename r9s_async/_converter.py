@@ -134,6 +134,9 @@ def _structure_records(value: Any, _: Any) -> list[UsageRecord]:
     records: list[UsageRecord] = []
     append = records.append
     total = 0
+    # One str per distinct model, not one per record (a third of a record's memory).
+    models: dict[str, str] = {}
+    shared = models.setdefault
     try:
         for item in value:
             timestamp = item["timestamp"]
@@ -150,7 +153,7 @@ def _structure_records(value: Any, _: Any) -> list[UsageRecord]:
             record = _new_record(UsageRecord)
             _set_timestamp(record, timestamp)
             _set_tokens(record, tokens)
-            _set_model(record, model)
+            _set_model(record, shared(model, model))
             append(record)
         else:
             # With every count >= 0, a sum that fits means every count fits.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from attrs import field, frozen
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from ._prices import CostBreakdown, PriceTable
 
 _MODELS_SHOWN = 3
+_MODELS_SCANNED = 1000
 
 __all__ = ["Account", "Balance", "BalanceSnapshot", "UsageRecord", "UsageReport"]
 
@@ -45,7 +47,7 @@ class Account:
         return self.name or self.fingerprint
 
 
-@frozen
+@frozen(weakref_slot=False)  # millions of them are held: 8 bytes each is worth it
 class UsageRecord:
     """One usage record as the API reports it.
 
@@ -94,7 +96,9 @@ class UsageReport:
         # a task's result into messages (CPython gh-112559), so it must stay small and quick.
         models: list[str] = []
         seen: set[str] = set()
-        for record in self.records:
+        # The first records only: asyncio formats a returned report twice (gh-112559), and a
+        # walk over millions of records there costs tens of milliseconds each time.
+        for record in islice(self.records, _MODELS_SCANNED):
             if record.model not in seen:
                 seen.add(record.model)
                 if len(models) < _MODELS_SHOWN:
@@ -102,6 +106,8 @@ class UsageReport:
         shown = [repr(m if len(m) <= 40 else m[:39] + "…") for m in models]
         if len(seen) > len(models):
             shown.append(f"+{len(seen) - len(models)} more")
+        if len(self.records) > _MODELS_SCANNED:
+            shown.append("...")
         return (
             f"UsageReport(start={_iso(self.start)}, end={_iso(self.end)}, "
             f"records=<{len(self.records)} records>, total_tokens={self.total_tokens}, "

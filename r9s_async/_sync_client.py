@@ -288,26 +288,40 @@ class Client:
                     self._call(aclose())
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
-        finished = threading.Event()
-        tasks: list[asyncio.Task[T]] = []
+        # The hop costs one wake-up of the loop and one of this thread: the wrapper stores
+        # the outcome and releases a lock this thread sleeps on (no Future, no Event, no
+        # done-callback turn before the caller wakes).
+        woken = threading.Lock()
+        woken.acquire()
+        outcome: list[Any] = []  # [result] or [None, error]
+        tasks: list[asyncio.Task[None]] = []
         calls = self._calls
 
+        async def run() -> None:
+            try:
+                outcome.append(await coro)
+            except asyncio.CancelledError:
+                outcome[:] = [None, ClientClosedError("the client was closed during the call")]
+            except BaseException as error:  # re-raised in the calling thread
+                outcome[:] = [None, error]
+            finally:
+                calls.pop(tasks[0], None)
+                woken.release()
+
         def start() -> None:
-            task = asyncio.get_running_loop().create_task(coro)
+            task = asyncio.get_running_loop().create_task(run())
             tasks.append(task)
             calls[task] = self  # so that close() from another thread can cancel it
-            task.add_done_callback(settle)
+            task.add_done_callback(never_started)
 
-        def settle(task: asyncio.Task[T]) -> None:
-            calls.pop(task, None)
+        def never_started(task: asyncio.Task[None]) -> None:
+            # run() absorbs every cancellation once running; a cancelled task was cancelled
+            # before its first step, so its body never ran: settle here.
             if task.cancelled():
-                outcome.set_exception(ClientClosedError("the client was closed during the call"))
-            elif (error := task.exception()) is not None:
-                outcome.set_exception(error)
-            else:
-                outcome.set_result(task.result())
-            finished.set()
+                coro.close()
+                calls.pop(task, None)
+                outcome[:] = [None, ClientClosedError("the client was closed during the call")]
+                woken.release()
 
         def cancel() -> None:
             for task in tasks:
@@ -320,14 +334,22 @@ class Client:
             coro.close()
             raise
         try:
-            return outcome.result()
+            woken.acquire()
         except BaseException:
-            if not finished.is_set():
-                # KeyboardInterrupt in this thread: cancel the work on the loop and wait until
-                # it has unwound (connections released), so nothing keeps running.
-                runner.loop.call_soon_threadsafe(cancel)
-                finished.wait(timeout=10)
+            # KeyboardInterrupt in this thread: cancel the work on the loop and wait until it
+            # has unwound (connections released), so nothing keeps running.
+            runner.loop.call_soon_threadsafe(cancel)
+            woken.acquire(timeout=10)
             raise
+        if len(outcome) == 2:
+            error: BaseException = outcome[1]
+            try:
+                raise error
+            finally:
+                del error  # no reference cycle through the traceback
+                outcome.clear()
+        result: T = outcome[0]
+        return result
 
     def _is_closed(self) -> bool:
         return self._closed or self._owner._closed

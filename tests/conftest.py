@@ -9,8 +9,24 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from r9s_async import AsyncClient
+from r9s_async import AsyncClient, _speedups
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
+
+# The decoders a test module marked with ``usefixtures("decoder")`` runs with: the pure one
+# always, msgspec's too when the speedups extra is installed (``nox -s tests_speedups``).
+DECODERS = ["pure", "speedups"] if _speedups.speedups_enabled() else ["pure"]
+
+
+@pytest.fixture(scope="module", params=DECODERS)
+def decoder(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the module's tests once per decoder of ``/usage`` answers."""
+    saved = _speedups._decoder
+    if request.param == "pure":
+        _speedups._decoder = None
+    try:
+        yield request.param
+    finally:
+        _speedups._decoder = saved
 
 
 @pytest.fixture(autouse=True)

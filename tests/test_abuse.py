@@ -26,7 +26,7 @@ from r9s_async import (
 )
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
-pytestmark = pytest.mark.usefixtures("quiet_asyncio")
+pytestmark = pytest.mark.usefixtures("quiet_asyncio", "decoder")
 
 ECHOES = ["Bearer " + TEST_API_KEY, TEST_API_KEY]
 

@@ -24,6 +24,8 @@ from r9s_async import (
 from r9s_async._decode import decode_balance, decode_usage
 from r9s_async._retry import is_retryable
 
+pytestmark = pytest.mark.usefixtures("decoder")  # both decoders of /usage answers
+
 KEY = "sk_mg_" + "ab12" * 16
 RID = "CffamfvUaPO1NqCuE6k8Ef9eoUTQr13C"
 RECORDS: list[dict[str, Any]] = [

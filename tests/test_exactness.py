@@ -20,6 +20,8 @@ from r9s_async import AsyncClient, Client, UsageRecord
 from r9s_async._windows import count_windows, plan_windows
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
 
+pytestmark = pytest.mark.usefixtures("decoder")  # both decoders of /usage answers
+
 D0 = 20_000 * DAY  # a UTC midnight (2024-10-04); the property ranges over the ~10 days after it
 
 Mode = Literal["daily", "events"]

@@ -21,6 +21,8 @@ from r9s_async._body import CutShort, Inflater, TooLarge
 from r9s_async._decode import UsageAnswer, decode_balance, decode_usage
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
+pytestmark = pytest.mark.usefixtures("decoder")  # both decoders of /usage answers
+
 
 def no_redact(text: str) -> str:
     return text

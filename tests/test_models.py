@@ -126,6 +126,13 @@ def test_the_repr_of_a_report_is_a_short_summary() -> None:
     assert expected == repr(big_report(827))
 
 
+def test_the_repr_of_a_large_report_names_the_models_of_its_first_thousand_records() -> None:
+    records = [UsageRecord(i, 1, "gpt-4o") for i in range(1000)] + [UsageRecord(1000, 1, "o1")]
+    report = UsageReport(records, 1001, 0, 2000)
+
+    assert "models=['gpt-4o', ...]" in repr(report)
+
+
 def test_the_repr_of_an_empty_or_inconsistent_report() -> None:
     report = UsageReport([], 0, 0, 86_400, consistent=False)
 

@@ -35,7 +35,7 @@ from r9s_async import (
 )
 from r9s_async.testing import FakeR9sAPI, Fault, FaultPlan
 
-pytestmark = pytest.mark.usefixtures("quiet_asyncio")
+pytestmark = pytest.mark.usefixtures("quiet_asyncio", "decoder")
 
 KEY = "sk_mg_" + "5ec12e7a" * 8
 SECRET_PART = KEY[6:30]  # catches a key that was cut or partly redacted, too

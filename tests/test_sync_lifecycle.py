@@ -165,6 +165,35 @@ def test_closing_a_client_from_another_thread_ends_a_running_call_with_client_cl
     assert [ClientClosedError] == [type(exc) for exc in outcome]
 
 
+def test_a_call_cancelled_before_its_first_step_ends_with_client_closed(
+    threaded_api: tuple[FakeR9sAPI, str],
+) -> None:
+    # The loop is held up while the call is handed over, then the call's task is cancelled
+    # before it ever ran: it must still end (not hang), and its coroutine must not leak
+    # unawaited (warnings are errors here).
+    _, url = threaded_api
+    with Client(TEST_API_KEY, base_url=url) as client:
+        client.balance()  # the loop thread is running
+        runner = client._runner
+        assert runner is not None
+        hold = threading.Event()
+        runner.loop.call_soon_threadsafe(hold.wait, 10)
+        worker, outcome = run_in_thread(lambda: client.usage(0, DAY))
+        eventually_sync(lambda: len(runner.loop._ready) >= 1)  # type: ignore[attr-defined]
+
+        def cancel_unstarted() -> None:
+            for task in list(client._calls):
+                task.cancel()
+
+        runner.loop.call_soon_threadsafe(cancel_unstarted)
+        hold.set()
+        worker.join(timeout=10)
+
+        assert not worker.is_alive()
+        assert [ClientClosedError] == [type(exc) for exc in outcome]
+        assert {} == client._calls
+
+
 # -- closing from the client's own hooks (they run on its loop thread) --------------------------
 
 # A long server-ordered pause: a call that is not ended by close() would sit in it for 30 s.
