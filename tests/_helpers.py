@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from r9s_async import AsyncClient, UsageRecord
+from r9s_async import Account, AsyncClient, UsageRecord
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
 
 DAY = 86_400
@@ -25,6 +25,31 @@ VENDOR_BALANCE: dict[str, Any] = {
     "total_coupon_amount": 0,
 }
 """The ``data`` of the vendor SDK's ``/balance`` example (the fake answers it too)."""
+
+
+ALPHA = Account("https://a.example/api", "aaaaaaaaaaaaaaaa", "alpha")
+"""A named account, for store tests that need no client."""
+
+BETA = Account("https://b.example/api", "bbbbbbbbbbbbbbbb", None)
+"""A second account, without a name (its label is its fingerprint)."""
+
+PRICES_TOML = """
+currency = "USD"
+[[price]]
+model = "gpt-4o"
+per_million_tokens = "2.50"
+[[price]]
+model = "gpt-4o"
+per_million_tokens = "3.75"
+valid_from = 2025-03-02
+[[price]]
+model = "claude-*"
+per_million_tokens = "15"
+[[price]]
+model = "claude-sonnet-*"
+per_million_tokens = "9.99"
+"""
+"""A price table with a price change on 2025-03-02 and two patterns (the longer one wins)."""
 
 
 def make_client(base_url: str, **settings: Any) -> AsyncClient:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import ALPHA, BETA, DAY, PRICES_TOML
 from aiohttp import web
 from test_cli import clean_env, r9s
 
@@ -22,26 +23,7 @@ from r9s_async import Account, Balance, UsageRecord, UsageStore
 from r9s_async._times import to_unix
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI, Fault
 
-DAY = 86_400
-ALPHA = Account("https://a.example/api", "aaaaaaaaaaaaaaaa", "alpha")
-BETA = Account("https://b.example/api", "bbbbbbbbbbbbbbbb", None)
-
-PRICES = """
-currency = "USD"
-[[price]]
-model = "gpt-4o"
-per_million_tokens = "2.50"
-[[price]]
-model = "gpt-4o"
-per_million_tokens = "3.75"
-valid_from = 2025-03-02
-[[price]]
-model = "claude-*"
-per_million_tokens = "15"
-[[price]]
-model = "claude-sonnet-*"
-per_million_tokens = "9.99"
-"""
+PRICES = PRICES_TOML
 
 
 def by_hand(tokens: int, per_million: str) -> Decimal:

@@ -11,10 +11,10 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from _helpers import DAY
 
 from r9s_async import Account, StoredWindow, UsageRecord, UsageStore
 
-DAY = 86_400
 D0 = 100 * DAY
 PROD = Account("https://api.example/v1", "aaaaaaaaaaaaaaaa", "prod")
 STAGING = Account("https://staging.example/v1", "bbbbbbbbbbbbbbbb")  # no name: its fingerprint

@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _helpers import D0, DAY
 
 from r9s_async import Account, StoreError, UsageRecord, UsageStore
 
-DAY = 86_400
-D0 = 20_000 * DAY  # 2024-10-04
 ORG = Account("https://api.example/v1", "aaaaaaaaaaaaaaaa", "prod")
 
 V1_SCHEMA = """

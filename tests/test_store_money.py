@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from _helpers import ALPHA, BETA, PRICES_TOML
 
 from r9s_async import (
     Account,
@@ -20,27 +21,7 @@ from r9s_async import (
 )
 from r9s_async._times import to_unix
 
-ALPHA = Account("https://a.example/api", "aaaaaaaaaaaaaaaa", "alpha")
-BETA = Account("https://b.example/api", "bbbbbbbbbbbbbbbb", None)
-
-PRICES = PriceTable.from_string(
-    """
-currency = "USD"
-[[price]]
-model = "gpt-4o"
-per_million_tokens = "2.50"
-[[price]]
-model = "gpt-4o"
-per_million_tokens = "3.75"
-valid_from = 2025-03-02
-[[price]]
-model = "claude-*"
-per_million_tokens = "15"
-[[price]]
-model = "claude-sonnet-*"
-per_million_tokens = "9.99"
-"""
-)
+PRICES = PriceTable.from_string(PRICES_TOML)
 
 
 def balance(amount: str, *, limit: str = "0", request_id: str = "r1") -> Balance:

@@ -10,12 +10,12 @@ from types import ModuleType
 
 import dagster as dg
 import pytest
+from _helpers import DAY
 
 from integration._figures import FIGURES
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
 
 RECIPE = Path(__file__).parents[2] / "docs" / "examples" / "dagster_usage.py"
-DAY = 86_400
 
 
 def load_recipe() -> ModuleType:

@@ -24,7 +24,6 @@ from r9s_async import Client
 from r9s_async.dlt import r9s_source
 from r9s_async.testing import TEST_API_KEY, FakeR9sAPI
 
-DAY = 86_400
 TODAY = datetime.now(UTC).date()
 START = TODAY - timedelta(days=89)  # 90 days, today included
 RUN_SCRIPT = Path(__file__).with_name("_pipeline_run.py")
