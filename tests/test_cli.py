@@ -290,8 +290,13 @@ def test_an_api_failure_exits_1_with_one_line_carrying_the_request_id(
 def test_a_backfill_failed_by_the_server_exits_1_and_says_how_to_resume(
     api: FakeR9sAPI, env: dict[str, str], tmp_path: Path
 ) -> None:
-    api.add_fault(Fault.error(503, "busy"), path="/usage", start_time=D0 + 2 * DAY)
     db = tmp_path / "usage.db"
+    # A store that already holds days: whichever day fails first, the file is kept.
+    first = r9s(
+        "backfill", "--start", "2024-10-04", "--end", "2024-10-06", "--db", str(db), env=env
+    )
+    assert 0 == first.returncode, first.stderr
+    api.add_fault(Fault.error(503, "busy"), path="/usage", start_time=D0 + 2 * DAY)
 
     days = ["--start", "2024-10-04", "--end", "2024-10-08"]
 
