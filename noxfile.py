@@ -87,6 +87,18 @@ def bench(session: nox.Session) -> None:
 def dlt(session: nox.Session) -> None:
     """The dlt source on DuckDB and a PostgreSQL server the tests start (tests/integration)."""
     session.install("-e", ".[dlt-test]")
+    _integration_tests(session, "tests/integration", {"R9S_INTEGRATION": "1"})
+
+
+@nox.session(python=PYTHON)
+def dagster(session: nox.Session) -> None:
+    """The Dagster recipe of docs/examples: three daily partitions, materialized twice."""
+    session.install("-e", ".[dlt-test]", "dagster>=1.8")
+    env = {"R9S_INTEGRATION": "1", "R9S_DAGSTER": "1"}
+    _integration_tests(session, "tests/integration/test_dagster_recipe.py", env)
+
+
+def _integration_tests(session: nox.Session, path: str, env: dict[str, str]) -> None:
     # Exit code 5 (nothing collected) fails the session like any other.
     session.run(
         "python",
@@ -95,24 +107,7 @@ def dlt(session: nox.Session) -> None:
         "-p",
         "no:cacheprovider",
         "--no-cov",
-        "tests/integration",
+        path,
         *session.posargs,
-        env={"R9S_INTEGRATION": "1"},
-    )
-
-
-@nox.session(python=PYTHON)
-def dagster(session: nox.Session) -> None:
-    """The Dagster recipe of docs/examples: three daily partitions, materialized twice."""
-    session.install("-e", ".[dlt-test]", "dagster>=1.8")
-    session.run(
-        "python",
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "--no-cov",
-        "tests/integration/test_dagster_recipe.py",
-        *session.posargs,
-        env={"R9S_INTEGRATION": "1", "R9S_DAGSTER": "1"},
+        env=env,
     )

@@ -103,7 +103,7 @@ class BalanceSource(Protocol):
         """The snapshots of ``account`` (name or fingerprint), oldest first."""
 
 
-def store_balances(store: UsageStore) -> BalanceSource | None:
+def store_balances(store: UsageStore) -> BalanceSource:
     """The store's balance snapshots (``UsageStore.balance_history``) as a
     :class:`BalanceSource`."""
     return _StoreBalances(store)
@@ -117,7 +117,7 @@ class _StoreBalances:
         return self._store.balance_history(account=account)
 
 
-def balance_recorder(store: UsageStore) -> Callable[[Account, Balance], None] | None:
+def balance_recorder(store: UsageStore) -> Callable[[Account, Balance], None]:
     """What stores a balance the sync read: ``UsageStore.record_balance``, stamped now."""
 
     def record(account: Account, balance: Balance) -> None:
